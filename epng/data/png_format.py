@@ -1,0 +1,190 @@
+"""The PNG narratives format (``png_coco_<split>.json``) and grounded noun phrases.
+
+Spec PNG_BENCHMARK.md sections 2 and 4: every chunk ("utterance") is located in
+the caption by its character span, and every chunk with ``noun == true`` and a
+non-empty ``segment_ids`` becomes a :class:`GroundedPhrase`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from epng.data.panoptic import PanopticIndex, load_json
+from epng.errors import DataError
+
+ErrorMode = Literal["strict", "skip"]
+
+
+@dataclass(frozen=True)
+class GroundedPhrase:
+    """A noun phrase with ground truth. ``span`` is a [start, end) character range of the caption."""
+
+    phrase_index: int
+    chunk_index: int
+    text: str
+    span: tuple[int, int]
+    segment_ids: tuple[int, ...]
+    is_plural: bool  # two or more segments (the file's `plural` flag is not used)
+    is_thing: bool  # isthing of the category of the last listed segment
+
+
+@dataclass(frozen=True)
+class Narrative:
+    """One record of ``png_coco_<split>.json`` with its grounded phrases."""
+
+    index: int  # position of the record in the json list
+    image_id: int
+    caption: str
+    phrases: tuple[GroundedPhrase, ...]
+
+
+@dataclass
+class LoadReport:
+    """Records skipped in ``skip`` mode, counted by reason, with one example message each."""
+
+    n_records: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def add(self, reason: str, message: str) -> None:
+        self.skipped[reason] += 1
+        self.examples.setdefault(reason, message)
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def summary(self) -> str:
+        if not self.skipped:
+            return f"{self.n_records} records, none skipped"
+        parts = ", ".join(f"{reason}: {n}" for reason, n in self.skipped.most_common())
+        return f"{self.n_records} records, {self.n_skipped} skipped ({parts})"
+
+
+def locate_utterances(caption: str, utterances: list[str]) -> list[tuple[int, int]]:
+    """Character span of each utterance in ``caption``, found in order.
+
+    Matching ignores case and all whitespace, so "cloudy ." matches "cloudy." and
+    "do n't" matches "don't". An utterance that is empty after removing whitespace
+    gets an empty span at the current position. Raises ``ValueError`` naming the
+    first utterance that cannot be found after the previous one.
+    """
+    norm_chars: list[str] = []
+    norm_to_orig: list[int] = []
+    for i, ch in enumerate(caption):
+        if ch.isspace():
+            continue
+        for lc in ch.lower():
+            norm_chars.append(lc)
+            norm_to_orig.append(i)
+    norm = "".join(norm_chars)
+
+    spans: list[tuple[int, int]] = []
+    cursor = 0  # position in `norm`
+    for k, utterance in enumerate(utterances):
+        needle = "".join(utterance.split()).lower()
+        if not needle:
+            start = norm_to_orig[cursor] if cursor < len(norm_to_orig) else len(caption)
+            spans.append((start, start))
+            continue
+        found = norm.find(needle, cursor)
+        if found < 0:
+            raise ValueError(f"utterance {k} {utterance!r} not found in the caption after character {cursor}")
+        end = found + len(needle)
+        spans.append((norm_to_orig[found], norm_to_orig[end - 1] + 1))
+        cursor = end
+    return spans
+
+
+def parse_record(index: int, record: object, panoptic: PanopticIndex, source: Path) -> Narrative:
+    """Validate one json record and build its grounded phrases. Raises DataError naming the record."""
+    where = f"{source}: record {index}"
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected an object, got {type(record).__name__}")
+    try:
+        image_id = int(record["image_id"])
+        caption = record["caption"]
+        chunks = record["segments"]
+    except KeyError as err:
+        raise DataError(f"{where}: missing field {err}") from None
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: image_id {record.get('image_id')!r} is not an integer") from None
+    where = f"{where} (image {image_id})"
+    if not isinstance(caption, str) or not caption.strip():
+        raise DataError(f"{where}: empty caption")
+    if not isinstance(chunks, list):
+        raise DataError(f"{where}: 'segments' must be a list")
+    for k, chunk in enumerate(chunks):
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("utterance"), str):
+            raise DataError(f"{where}: segments[{k}] has no string 'utterance'")
+        if not isinstance(chunk.get("segment_ids", []), list):
+            raise DataError(f"{where}: segments[{k}].segment_ids must be a list")
+    try:
+        spans = locate_utterances(caption, [c["utterance"] for c in chunks])
+    except ValueError as err:
+        raise DataError(f"{where}: {err}") from None
+
+    image = panoptic.image(image_id)
+    phrases: list[GroundedPhrase] = []
+    for k, (chunk, span) in enumerate(zip(chunks, spans)):
+        if not chunk.get("noun") or not chunk.get("segment_ids"):
+            continue
+        try:
+            segment_ids = tuple(int(s) for s in chunk["segment_ids"])
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: segments[{k}] has a non-integer segment id {chunk['segment_ids']!r}") from None
+        missing = [s for s in segment_ids if s not in image.segment_category]
+        if missing:
+            raise DataError(f"{where}: segments[{k}] {chunk['utterance']!r} uses segment ids {missing} that are not in {panoptic.path}")
+        phrases.append(
+            GroundedPhrase(
+                phrase_index=len(phrases),
+                chunk_index=k,
+                text=caption[span[0] : span[1]],
+                span=span,
+                segment_ids=segment_ids,
+                is_plural=len(segment_ids) >= 2,
+                is_thing=panoptic.is_thing(image_id, segment_ids[-1]),
+            )
+        )
+    return Narrative(index=index, image_id=image_id, caption=caption, phrases=tuple(phrases))
+
+
+def load_narratives(
+    json_path: str | Path, panoptic: PanopticIndex, mode: ErrorMode = "strict"
+) -> tuple[list[Narrative], LoadReport]:
+    """Parse ``png_coco_<split>.json``. Narratives without a grounded phrase are left out (spec 4).
+
+    ``mode="strict"`` raises :class:`DataError` on the first bad record; ``"skip"``
+    leaves it out and counts it in the returned :class:`LoadReport`.
+    """
+    path = Path(json_path)
+    data = load_json(path)
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of narratives, got {type(data).__name__}")
+    report = LoadReport(n_records=len(data))
+    narratives: list[Narrative] = []
+    for index, record in enumerate(data):
+        try:
+            narrative = parse_record(index, record, panoptic, path)
+        except DataError as err:
+            if mode == "strict":
+                raise
+            report.add(_reason(str(err)), str(err))
+            continue
+        if narrative.phrases:
+            narratives.append(narrative)
+        else:
+            report.add("no grounded phrase", f"{path}: record {index} has no grounded noun phrase")
+    return narratives, report
+
+
+def _reason(message: str) -> str:
+    """A short category for a DataError message, for the skip counts."""
+    for reason in ("not found in the caption", "empty caption", "segment ids", "no panoptic annotation", "missing field"):
+        if reason in message:
+            return reason
+    return "malformed record"
