@@ -1,0 +1,122 @@
+"""Training configuration: OmegaConf structured configs, YAML files + dotted overrides.
+
+``epng train --config configs/demo_cpu.yaml optim.lr=2e-4 data.image_size=320``
+merges, in order: these defaults, the YAML file, the ``key=value`` overrides.
+Unknown keys and ill-typed values are refused with the offending key named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from epng.errors import ConfigError
+
+
+@dataclass
+class DataSection:
+    root: str = "data/png"
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+    image_size: int = 640  # input side S (paper: 640x640)
+    resize: str = "square"  # "square" (paper) or "letterbox" (aspect-preserving + pad)
+    max_length: int = 512  # word pieces; longer narratives are truncated and reported
+    on_bad_sample: str = "skip"  # "skip" (count and go on) or "strict" (stop with the record named)
+    num_workers: int = 2
+    val_max_narratives: Optional[int] = None  # periodic validation on a prefix of the val split
+
+
+@dataclass
+class LrDrop:
+    epoch: int  # from the start of this epoch (0-based) on ...
+    lr: float  # ... the learning rate is this
+
+
+@dataclass
+class OptimSection:
+    lr: float = 1e-5
+    lr_drops: list[LrDrop] = field(default_factory=lambda: [LrDrop(5, 5e-6), LrDrop(10, 5e-7)])
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    epochs: int = 12
+    batch_size: int = 8  # per process
+    grad_accum: int = 1  # optimizer step every N batches; the loss is divided by N
+    clip_grad_norm: float = 0.0  # 0 = no clipping
+    ema_decay: float = 0.0  # 0 = no EMA; else per-step EMA used for evaluation only
+    amp: str = "auto"  # "auto" (bf16 on CUDA), "bf16", or "none"
+
+
+@dataclass
+class LossSection:
+    bce: float = 2.0  # lambda_1
+    dice: float = 2.0  # lambda_2
+    sal: float = 1.0  # lambda_3
+    tau: float = 10.0  # SAL temperature (official code: scale 0.1)
+
+
+@dataclass
+class ModelSection:
+    preset: str = "epng_lite0_minilm"
+    overrides: dict[str, Any] = field(default_factory=dict)  # any EPNGConfig field
+
+
+@dataclass
+class RunSection:
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    max_steps: int = 0  # stop after this many optimizer steps (0 = all epochs)
+    log_every: int = 10  # optimizer steps
+    checkpoint_every: int = 500  # optimizer steps (and always at the end)
+    keep_checkpoints: int = 2
+    val_every: int = 0  # optimizer steps; 0 = at the end of every epoch
+    max_bad_steps: int = 20  # consecutive non-finite losses before the run stops
+    deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume on CPU)
+    tensorboard: bool = True
+
+
+@dataclass
+class TrainConfig:
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss: LossSection = field(default_factory=LossSection)
+    run: RunSection = field(default_factory=RunSection)
+
+
+_CHOICES = {
+    "data.resize": ("square", "letterbox"),
+    "data.on_bad_sample": ("skip", "strict"),
+    "optim.amp": ("auto", "bf16", "none"),
+    "run.device": ("auto", "cpu", "cuda"),
+}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """Defaults <- YAML file <- dotted ``key=value`` overrides, validated against :class:`TrainConfig`."""
+    try:
+        cfg = OmegaConf.structured(TrainConfig)
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"{path}: config file not found")
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        if overrides:
+            bad = [o for o in overrides if "=" not in o]
+            if bad:
+                raise ConfigError(f"overrides must look like key=value, got {bad}")
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{path or 'config'}: {err}".splitlines()[0]) from None
+    for key, allowed in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r}: must be one of {allowed}")
+    return cfg
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    OmegaConf.save(cfg, path)
