@@ -33,9 +33,31 @@ def read_id_png(path: Path) -> np.ndarray:
             rgb = np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise DataError(f"{path}: panoptic PNG not found") from None
-    except OSError as err:
+    except (OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: unreadable panoptic PNG ({err})") from None
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise DataError(f"{path}: panoptic PNG decoded to an unexpected shape {rgb.shape}")
     return rgb_to_id(rgb)
+
+
+def phrase_gt_mask(id_map: np.ndarray, segment_ids) -> np.ndarray:
+    """Ground truth of one phrase: ``(h, w)`` bool, the union of the pixels of its segments
+    (spec section 4). Void (0) is background; an id that is absent gives no pixel."""
+    ids = np.asarray(list(segment_ids), dtype=np.int64)
+    return np.isin(np.asarray(id_map), ids)
+
+
+def segment_pixel_counts(id_map: np.ndarray, segment_ids) -> dict[int, int]:
+    """Number of pixels of each of ``segment_ids`` in ``id_map`` (0 for an absent id)."""
+    wanted = np.unique(np.asarray(list(segment_ids), dtype=np.int64))
+    if wanted.size == 0:
+        return {}
+    flat = np.asarray(id_map).reshape(-1)
+    pos = np.searchsorted(wanted, flat)
+    np.minimum(pos, wanted.size - 1, out=pos)
+    hit = wanted[pos] == flat
+    counts = np.bincount(pos[hit], minlength=wanted.size)
+    return {int(s): int(c) for s, c in zip(wanted, counts)}
 
 
 @dataclass(frozen=True)

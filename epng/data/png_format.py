@@ -127,7 +127,9 @@ def parse_record(index: int, record: object, panoptic: PanopticIndex, source: Pa
     except ValueError as err:
         raise DataError(f"{where}: {err}") from None
 
-    image = panoptic.image(image_id)
+    image = panoptic.images.get(image_id)
+    if image is None:
+        raise DataError(f"{where}: image {image_id} has no panoptic annotation in {panoptic.path}")
     phrases: list[GroundedPhrase] = []
     for k, (chunk, span) in enumerate(zip(chunks, spans)):
         if not chunk.get("noun") or not chunk.get("segment_ids"):

@@ -1,0 +1,51 @@
+"""`epng score`: the official PNG metrics of a predictions file (JSON Lines of COCO RLEs)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "score a predictions file (JSON Lines, one COCO RLE per grounded phrase) with the PNG metric"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", required=True, help="benchmark root (holds annotations/ and images/)")
+    parser.add_argument("--split", default="val2017", help="split to score against (default: %(default)s)")
+    parser.add_argument(
+        "--predictions",
+        required=True,
+        help='JSON Lines, one line per phrase: {"narrative", "image_id", "phrase_index", "segmentation": COCO RLE}',
+    )
+    parser.add_argument("--out", default=None, help="write the metrics as JSON here (AR in percent, null for an empty subset)")
+    parser.add_argument("--curve", default=None, help="save the recall-vs-IoU curves here (.png, .pdf, .svg)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from epng.errors import ConfigError
+    from epng.metrics.png_metric import format_metrics_table
+    from epng.metrics.scorer import evaluate_predictions
+
+    root = Path(args.data_root)
+    if not root.is_dir():
+        raise ConfigError(f"--data-root {root}: not a directory")
+    evaluator = evaluate_predictions(root, args.split, args.predictions)
+    metrics = evaluator.compute()
+    print(format_metrics_table(metrics, title=f"PNG metrics: {args.predictions} on {args.split}"))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w", encoding="utf-8") as f:
+            json.dump(metrics, f, indent=2)
+            f.write("\n")
+        print(f"metrics written to {out}")
+    if args.curve:
+        from epng.metrics.plots import plot_recall_curves
+
+        arrays = evaluator.phrase_arrays()
+        path = plot_recall_curves(
+            arrays["iou"], arrays["is_thing"], arrays["is_plural"], args.curve, title=f"PNG recall vs IoU ({args.split})"
+        )
+        print(f"recall curve written to {path}")
+    return 0
