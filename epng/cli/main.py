@@ -15,6 +15,9 @@ from epng.errors import EPNGError
 
 # command name -> module implementing it
 COMMANDS: dict[str, str] = {
+    "synth": "epng.cli.synth",
+    "check-data": "epng.cli.check_data",
+    "score": "epng.cli.score",
 }
 
 

@@ -1,0 +1,384 @@
+"""The PNG ``Dataset`` and its collate function (batch contract: docs/DESIGN.md).
+
+One item = one narrative (a record of ``png_coco_<split>.json`` with at least one
+grounded noun phrase). A sample keeps the resized image, **one** resized segment-id map
+and, per phrase, its segment-id set; the dense ``(B, P, H, W)`` ground truth is built
+in :func:`collate_png`.
+
+Bad input and the two modes
+---------------------------
+``mode="strict"`` raises :class:`DataError` (naming the file and the narrative record)
+at the first bad item; ``mode="skip"`` leaves bad items out and counts them by reason.
+Checks happen in two places:
+
+* **At construction** (main process, cheap): the split's folders and json files exist
+  (always an error, in both modes), every record parses (``load_narratives``), and every
+  referenced image file and panoptic PNG exists (one ``stat`` per image). With
+  ``validate="deep"`` it also decodes every image and panoptic PNG once and checks sizes
+  and that every referenced segment id has pixels, so that ``__getitem__`` never skips.
+* **Lazily in** ``__getitem__`` (the default ``validate="files"``): a corrupt image or
+  PNG, a size mismatch, or a segment id without pixels at original resolution. In skip
+  mode ``__getitem__`` then returns a :class:`SkippedSample` instead of a
+  :class:`PNGSample`; :func:`collate_png` drops it and returns the count and the reasons
+  in the batch (``batch["n_skipped"]``, ``batch["skipped"]``). Collate runs inside the
+  DataLoader worker, so these numbers travel to the main process with the batch; pass
+  each batch to :meth:`PNGDataset.note_skipped` to fold them into
+  :meth:`PNGDataset.report`. ``__getitem__`` itself does not count (a worker's counters
+  would be lost), so nothing is counted twice.
+
+Word pieces are computed once at construction (single-caption encodes, no tokenizer
+thread pool, so DataLoader workers fork cleanly and never need the tokenizer). Phrases
+that get no word piece (lost to ``max_length``) are kept out of the model's phrase list,
+listed in ``meta["truncated_phrase_indices"]`` and counted in the report.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from epng.data.check import NO_GROUNDED_PHRASE, load_item_arrays, validate_items
+from epng.data.layout import split_layout
+from epng.data.panoptic import PanopticIndex, phrase_gt_mask
+from epng.data.png_format import ErrorMode, LoadReport, Narrative, load_narratives
+from epng.data.tokenization import DEFAULT_MAX_LENGTH, align_phrases, require_fast_tokenizer
+from epng.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeMode, ResizeNormalize
+from epng.errors import ConfigError, DataError
+
+ValidateMode = Literal["files", "deep"]
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class PNGSample:
+    """One narrative ready for collate. Phrase lists cover the phrases the model sees
+    (``phrase_indices``); ``truncated_phrase_indices`` are the others."""
+
+    narrative: int
+    image_id: int
+    image: torch.Tensor  # float32 (3, H, W), normalised
+    id_map: torch.Tensor  # int32 (H, W), resized segment ids, 0 = void/padding
+    input_ids: torch.Tensor  # int64 (T,)
+    phrase_tokens: list[torch.Tensor]  # int64 word-piece positions, one per model phrase
+    phrase_segments: list[tuple[int, ...]]  # segment-id set, one per model phrase
+    phrase_indices: list[int]
+    truncated_phrase_indices: list[int]
+    orig_size: tuple[int, int]
+    valid_size: tuple[int, int]
+    pad_token_id: int = 0
+
+
+@dataclass
+class SkippedSample:
+    """What ``__getitem__`` returns in skip mode for a bad item (dropped by collate)."""
+
+    narrative: int
+    image_id: int
+    reason: str
+    message: str
+    input_size: tuple[int, int] = (0, 0)
+
+
+@dataclass
+class DataReport:
+    """Counts of one dataset: records, usable narratives, skips by reason (one example
+    message each) and phrases lost to the encoder's ``max_length``."""
+
+    split: str = ""
+    n_records: int = 0
+    n_narratives: int = 0
+    n_phrases: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+    n_truncated_phrases: int = 0
+    n_truncated_narratives: int = 0
+    n_partial_phrases: int = 0  # phrases that kept only some of their word pieces
+    n_empty_phrases: int = 0  # phrases whose span holds nothing the tokenizer keeps
+    truncated_example: str = ""
+
+    def add(self, reason: str, message: str, n: int = 1) -> None:
+        self.skipped[reason] += n
+        self.examples.setdefault(reason, message)
+
+    @property
+    def n_skipped(self) -> int:
+        """Skipped records, *not* counting narratives that simply have no grounded phrase."""
+        return sum(n for r, n in self.skipped.items() if r != NO_GROUNDED_PHRASE)
+
+    def summary(self) -> str:
+        lines = [
+            f"split {self.split}: {self.n_records} records, {self.n_narratives} narratives with "
+            f"{self.n_phrases} grounded phrases used"
+        ]
+        if self.skipped.get(NO_GROUNDED_PHRASE):
+            lines.append(f"  {self.skipped[NO_GROUNDED_PHRASE]} records without a grounded phrase (not evaluated)")
+        for reason, n in self.skipped.most_common():
+            if reason != NO_GROUNDED_PHRASE:
+                lines.append(f"  skipped {n} ({reason}), e.g. {self.examples.get(reason, '')}")
+        if self.n_truncated_phrases or self.n_partial_phrases or self.n_empty_phrases:
+            lines.append(
+                f"  {self.n_truncated_phrases} phrases in {self.n_truncated_narratives} narratives lost to max_length "
+                f"(scored 0), {self.n_partial_phrases} partly truncated, {self.n_empty_phrases} without word pieces"
+                + (f"; e.g. {self.truncated_example}" if self.truncated_example else "")
+            )
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def gt_phrase_masks(narrative: Narrative, id_map: np.ndarray) -> np.ndarray:
+    """Ground truth of every grounded phrase of ``narrative`` (in ``phrase_index`` order) at
+    the id map's resolution (the original one, for scoring): ``(P, h, w)`` bool."""
+    id_map = np.asarray(id_map)
+    if not narrative.phrases:
+        return np.zeros((0, *id_map.shape), dtype=bool)
+    return np.stack([phrase_gt_mask(id_map, p.segment_ids) for p in narrative.phrases])
+
+
+def phrase_masks_from_id_map(id_map: torch.Tensor, segment_sets: Sequence[Sequence[int]]) -> torch.Tensor:
+    """``(P, H, W)`` bool: pixel belongs to one of phrase p's segment ids (an ``isin`` per
+    phrase, done as one sorted lookup of the map plus a membership table)."""
+    h, w = id_map.shape
+    n = len(segment_sets)
+    if n == 0:
+        return torch.zeros((0, h, w), dtype=torch.bool)
+    flat = id_map.reshape(-1).long()
+    uniq = torch.tensor(sorted({int(s) for seg in segment_sets for s in seg}), dtype=torch.long)
+    if uniq.numel() == 0:
+        return torch.zeros((n, h, w), dtype=torch.bool)
+    pos = torch.searchsorted(uniq, flat).clamp_(max=uniq.numel() - 1)
+    pos[uniq[pos] != flat] = uniq.numel()  # the last column: "no phrase segment"
+    member = torch.zeros((n, uniq.numel() + 1), dtype=torch.bool)
+    for p, seg in enumerate(segment_sets):
+        if len(seg):
+            member[p, torch.searchsorted(uniq, torch.tensor([int(s) for s in seg], dtype=torch.long))] = True
+    return member[:, pos].view(n, h, w)
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    input_ids: np.ndarray  # int32 (T,)
+    piece_index: np.ndarray  # int32, word-piece positions of the model phrases, concatenated
+    piece_offsets: np.ndarray  # int32 (P_model + 1,)
+    phrase_indices: tuple[int, ...]
+    truncated: tuple[int, ...]
+
+
+class PNGDataset(torch.utils.data.Dataset):
+    """Panoptic Narrative Grounding narratives of one split under a benchmark root.
+
+    ``image_size``: ``S`` or ``(H, W)`` of the model input; ``resize``: ``"square"`` (the
+    paper's stretch) or ``"letterbox"``; ``mean``/``std``: the backbone's normalisation
+    statistics (ImageNet by default). ``tokenizer``: a fast Hugging Face tokenizer.
+    ``mode``: ``"strict"`` | ``"skip"`` and ``validate``: ``"files"`` | ``"deep"``, see the
+    module docstring.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        tokenizer,
+        image_size: int | Sequence[int] = 640,
+        resize: ResizeMode = "square",
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        mode: ErrorMode = "strict",
+        validate: ValidateMode = "files",
+    ):
+        if mode not in ("strict", "skip"):
+            raise ConfigError(f"mode must be 'strict' or 'skip', got {mode!r}")
+        if validate not in ("files", "deep"):
+            raise ConfigError(f"validate must be 'files' or 'deep', got {validate!r}")
+        require_fast_tokenizer(tokenizer)
+        self.layout = split_layout(root, split)
+        self.mode = mode
+        self.transform = ResizeNormalize(image_size, resize, mean, std)
+        self.max_length = max_length
+        self.pad_token_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+
+        for path in (self.layout.image_dir, self.layout.panoptic_dir):
+            if not path.is_dir():
+                raise DataError(f"{path}: folder not found (run `epng check-data --data-root {root}` for the full list)")
+        self.panoptic = PanopticIndex(self.layout.panoptic_json)
+        narratives, load_report = load_narratives(self.layout.narratives_json, self.panoptic, mode)
+        self._report = DataReport(split=split, n_records=load_report.n_records)
+        _merge_load_report(self._report, load_report)
+
+        problems = validate_items(self.layout, self.panoptic, narratives, deep=(validate == "deep"))
+        if problems and mode == "strict":
+            raise DataError(problems[0].message)
+        bad = {p.narrative for p in problems}
+        for p in problems:
+            self._report.add(p.reason, p.message)
+        self.narratives: list[Narrative] = [n for n in narratives if n.index not in bad]
+        if not self.narratives:
+            raise DataError(f"{self.layout.narratives_json}: no usable narrative\n{self._report.summary()}")
+
+        self._encoded = [self._encode(tokenizer, n) for n in self.narratives]
+        self._report.n_narratives = len(self.narratives)
+        self._report.n_phrases = sum(len(n.phrases) for n in self.narratives)
+
+    # ------------------------------------------------------------------ construction
+
+    def _encode(self, tokenizer, narrative: Narrative) -> _Encoded:
+        alignment = align_phrases(tokenizer, narrative.caption, [p.span for p in narrative.phrases], self.max_length)
+        lost = set(alignment.lost)
+        kept = [k for k in range(len(narrative.phrases)) if k not in lost]
+        pieces = [alignment.phrase_tokens[k] for k in kept]
+        offsets = np.cumsum([0] + [len(t) for t in pieces]).astype(np.int32)
+        rep = self._report
+        if lost:
+            rep.n_truncated_phrases += len(alignment.truncated)
+            rep.n_empty_phrases += len(alignment.empty)
+            rep.n_truncated_narratives += bool(alignment.truncated)
+            if alignment.truncated and not rep.truncated_example:
+                rep.truncated_example = (
+                    f"record {narrative.index} (image {narrative.image_id}) loses phrases "
+                    f"{[narrative.phrases[k].phrase_index for k in alignment.truncated]} beyond {self.max_length} word pieces"
+                )
+        rep.n_partial_phrases += len(alignment.partial)
+        return _Encoded(
+            input_ids=np.asarray(alignment.input_ids, dtype=np.int32),
+            piece_index=np.asarray([t for ts in pieces for t in ts], dtype=np.int32),
+            piece_offsets=offsets,
+            phrase_indices=tuple(narrative.phrases[k].phrase_index for k in kept),
+            truncated=tuple(narrative.phrases[k].phrase_index for k in sorted(lost)),
+        )
+
+    # ------------------------------------------------------------------ access
+
+    def __len__(self) -> int:
+        return len(self.narratives)
+
+    def __getitem__(self, i: int) -> PNGSample | SkippedSample:
+        narrative = self.narratives[i]
+        try:
+            image, id_map = load_item_arrays(self.layout, self.panoptic, narrative)
+        except DataError as err:
+            if self.mode == "strict":
+                raise
+            return SkippedSample(narrative.index, narrative.image_id, getattr(err, "reason", "bad item"), str(err),
+                                 self.transform.size)
+        orig_size = (int(image.shape[-2]), int(image.shape[-1]))
+        x, ids, valid = self.transform(image, torch.from_numpy(id_map))
+        enc = self._encoded[i]
+        by_index = {p.phrase_index: p for p in narrative.phrases}
+        tokens = torch.from_numpy(enc.piece_index.astype(np.int64))
+        return PNGSample(
+            narrative=narrative.index,
+            image_id=narrative.image_id,
+            image=x,
+            id_map=ids.to(torch.int32),  # ids < 256**3 fit exactly
+            input_ids=torch.from_numpy(enc.input_ids.astype(np.int64)),
+            phrase_tokens=[tokens[enc.piece_offsets[k] : enc.piece_offsets[k + 1]] for k in range(len(enc.phrase_indices))],
+            phrase_segments=[by_index[k].segment_ids for k in enc.phrase_indices],
+            phrase_indices=list(enc.phrase_indices),
+            truncated_phrase_indices=list(enc.truncated),
+            orig_size=orig_size,
+            valid_size=valid,
+            pad_token_id=self.pad_token_id,
+        )
+
+    def narrative_of(self, i: int) -> Narrative:
+        return self.narratives[i]
+
+    # ------------------------------------------------------------------ counts
+
+    def note_skipped(self, batch: dict) -> None:
+        """Fold the lazy skips that ``collate_png`` reported in ``batch`` into :meth:`report`."""
+        for s in batch.get("skipped", ()):
+            self._report.add(s["reason"], s["message"])
+
+    def report(self) -> DataReport:
+        """Records, skips by reason (construction-time ones, plus lazy ones passed to
+        :meth:`note_skipped`) and the truncated-phrase counts."""
+        rep = DataReport(**{k: getattr(self._report, k) for k in self._report.__dataclass_fields__})
+        rep.skipped = Counter(self._report.skipped)
+        rep.examples = dict(self._report.examples)
+        return rep
+
+
+def _merge_load_report(report: DataReport, load_report: LoadReport) -> None:
+    for reason, n in load_report.skipped.items():
+        report.add(reason, load_report.examples.get(reason, ""), n)
+
+
+# --------------------------------------------------------------------------- collate
+
+
+def collate_png(samples: Sequence[PNGSample | SkippedSample | None]) -> dict:
+    """Batch the samples as docs/DESIGN.md fixes; :class:`SkippedSample` (and ``None``) items
+    are dropped and reported under ``"n_skipped"`` and ``"skipped"`` (a list of
+    ``{"narrative", "image_id", "reason", "message"}``). A batch whose items were all
+    skipped has ``B = 0``. ``P`` is at least 1 (all-padding when no sample has a phrase)."""
+    kept = [s for s in samples if isinstance(s, PNGSample)]
+    skipped = [s for s in samples if not isinstance(s, PNGSample)]
+    skipped_info = [
+        {"narrative": s.narrative, "image_id": s.image_id, "reason": s.reason, "message": s.message}
+        for s in skipped
+        if isinstance(s, SkippedSample)
+    ]
+    n_skipped = len(skipped)
+    if kept:
+        sizes = {tuple(s.image.shape[-2:]) for s in kept}
+        if len(sizes) != 1:
+            raise ValueError(f"samples of one batch must share the input size, got {sorted(sizes)}")
+        h, w = sizes.pop()
+    else:
+        h, w = next((tuple(s.input_size) for s in skipped if isinstance(s, SkippedSample)), (0, 0))
+    b = len(kept)
+    t = max((int(s.input_ids.numel()) for s in kept), default=0)
+    p = max([1] + [len(s.phrase_tokens) for s in kept])
+
+    images = torch.zeros((b, 3, h, w), dtype=torch.float32)
+    input_ids = torch.zeros((b, t), dtype=torch.long)
+    attention_mask = torch.zeros((b, t), dtype=torch.long)
+    phrase_token_mask = torch.zeros((b, p, t), dtype=torch.bool)
+    phrase_mask = torch.zeros((b, p), dtype=torch.bool)
+    gt_masks = torch.zeros((b, p, h, w), dtype=torch.float32)
+    meta = []
+    for i, s in enumerate(kept):
+        n_tok, n_ph = int(s.input_ids.numel()), len(s.phrase_tokens)
+        images[i] = s.image
+        input_ids[i].fill_(s.pad_token_id)
+        input_ids[i, :n_tok] = s.input_ids
+        attention_mask[i, :n_tok] = 1
+        for k, tokens in enumerate(s.phrase_tokens):
+            phrase_token_mask[i, k, tokens] = True
+        phrase_mask[i, :n_ph] = True
+        if n_ph:
+            gt_masks[i, :n_ph] = phrase_masks_from_id_map(s.id_map, s.phrase_segments)
+        meta.append(
+            {
+                "narrative": s.narrative,
+                "image_id": s.image_id,
+                "phrase_indices": list(s.phrase_indices),
+                "orig_size": tuple(s.orig_size),
+                "valid_size": tuple(s.valid_size),
+                "truncated_phrase_indices": list(s.truncated_phrase_indices),
+            }
+        )
+    return {
+        "images": images,
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "phrase_token_mask": phrase_token_mask,
+        "phrase_mask": phrase_mask,
+        "gt_masks": gt_masks,
+        "meta": meta,
+        "n_skipped": n_skipped,
+        "skipped": skipped_info,
+    }
