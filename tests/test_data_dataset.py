@@ -62,7 +62,7 @@ def test_batch_contract_on_real_sample(real_root, tokenizer, resize, real):
     assert batch["input_ids"].dtype == torch.int64 and batch["attention_mask"].dtype == torch.int64
     assert batch["phrase_token_mask"].shape == (b, p, t) and batch["phrase_token_mask"].dtype == torch.bool
     assert batch["phrase_mask"].shape == (b, p) and batch["phrase_mask"].dtype == torch.bool
-    assert batch["gt_masks"].shape == (b, p, size, size) and batch["gt_masks"].dtype == torch.float32
+    assert batch["gt_masks"].shape == (b, p, size, size) and batch["gt_masks"].dtype == torch.bool
     assert batch["n_skipped"] == 0 and batch["skipped"] == []
 
     for i, (rec, texts) in enumerate(zip(real.narratives, real.phrases)):
@@ -95,7 +95,7 @@ def test_batch_contract_on_real_sample(real_root, tokenizer, resize, real):
             ref = torch.zeros((size, size), dtype=torch.bool)
             for s in segs:
                 ref |= ids_map == s
-            assert torch.equal(batch["gt_masks"][i, k], ref.float())
+            assert torch.equal(batch["gt_masks"][i, k], ref)
         gt = batch["gt_masks"][i]
         assert set(gt.unique().tolist()) <= {0.0, 1.0}
         assert not gt[len(texts):].any()  # padding phrases

@@ -182,7 +182,7 @@ class PNGDataset(torch.utils.data.Dataset):
     paper's stretch) or ``"letterbox"``; ``mean``/``std``: the backbone's normalisation
     statistics (ImageNet by default). ``tokenizer``: a fast Hugging Face tokenizer.
     ``mode``: ``"strict"`` | ``"skip"`` and ``validate``: ``"files"`` | ``"deep"``, see the
-    module docstring.
+    module docstring. ``max_narratives``: keep only the first N usable narratives.
     """
 
     def __init__(
@@ -197,6 +197,7 @@ class PNGDataset(torch.utils.data.Dataset):
         max_length: int = DEFAULT_MAX_LENGTH,
         mode: ErrorMode = "strict",
         validate: ValidateMode = "files",
+        max_narratives: int | None = None,
     ):
         if mode not in ("strict", "skip"):
             raise ConfigError(f"mode must be 'strict' or 'skip', got {mode!r}")
@@ -214,6 +215,8 @@ class PNGDataset(torch.utils.data.Dataset):
                 raise DataError(f"{path}: folder not found (run `epng check-data --data-root {root}` for the full list)")
         self.panoptic = PanopticIndex(self.layout.panoptic_json)
         narratives, load_report = load_narratives(self.layout.narratives_json, self.panoptic, mode)
+        if max_narratives is not None:
+            narratives = narratives[:max_narratives]  # a prefix, e.g. for quick periodic validation
         self._report = DataReport(split=split, n_records=load_report.n_records)
         _merge_load_report(self._report, load_report)
 
@@ -348,7 +351,7 @@ def collate_png(samples: Sequence[PNGSample | SkippedSample | None]) -> dict:
     attention_mask = torch.zeros((b, t), dtype=torch.long)
     phrase_token_mask = torch.zeros((b, p, t), dtype=torch.bool)
     phrase_mask = torch.zeros((b, p), dtype=torch.bool)
-    gt_masks = torch.zeros((b, p, h, w), dtype=torch.float32)
+    gt_masks = torch.zeros((b, p, h, w), dtype=torch.bool)
     meta = []
     for i, s in enumerate(kept):
         n_tok, n_ph = int(s.input_ids.numel()), len(s.phrase_tokens)
