@@ -1,0 +1,308 @@
+"""Zero-shot referring expression segmentation with a PNG-trained EPNG (spec EPNG_MODEL.md section 4).
+
+The whole expression is one phrase; its mask (threshold on the sigmoid, at the original
+resolution through :mod:`epng.engine.postprocess`) is compared with the referred
+object's mask by :class:`epng.metrics.res_metric.RESMetric`. The code of ``epng res-eval``.
+
+Outputs (when an output folder is given), per evaluated pair, under
+``<output>/<dataset>_<split>/``: ``metrics.json``, ``predictions.jsonl`` (one line per
+expression: ids, text, intersection, union, IoU and the predicted mask as a COCO RLE at
+original resolution) and ``overlays/*.png``; and ``<output>/res_summary.json`` with every
+pair's metrics and the pairs that were not found.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from epng.data.refer import STANDARD_PAIRS, ReferData, ReferReport, refer_layout, resolve_names
+from epng.data.refer_dataset import ReferDataset, collate_refer
+from epng.data.transforms import RESIZE_MODES, as_hw, decode_image_file
+from epng.engine.postprocess import binary_masks
+from epng.engine.precision import autocast_for
+from epng.errors import CheckpointError, ConfigError
+from epng.metrics.res_metric import RES_THRESHOLDS, RESMetric, threshold_key
+from epng.metrics.rle import encode_mask
+
+DEFAULT_IMAGE_SIZE = 640
+DEFAULT_RESIZE = "square"
+
+
+# --------------------------------------------------------------------------- model and input settings
+
+
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
+    """``EPNG.from_pretrained(checkpoint)`` in eval mode on ``device``; a folder without
+    ``config.json`` raises :class:`CheckpointError`."""
+    from epng.model import EPNG
+
+    path = Path(checkpoint)
+    if not path.is_dir():
+        raise CheckpointError(f"--checkpoint {path}: not a directory")
+    if not (path / "config.json").is_file():
+        hint = [p.name for p in (path / "best", path / "final") if (p / "config.json").is_file()]
+        raise CheckpointError(f"{path}: no config.json, not an EPNG checkpoint (save_pretrained folder)"
+                              + (f"; did you mean {path / hint[0]}?" if hint else ""))
+    model = EPNG.from_pretrained(str(path))
+    return model.to(device).eval()
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    image_size: tuple[int, int]
+    resize: str
+    image_size_from: str  # "command line", "checkpoint config" or "default"
+    resize_from: str
+
+
+def input_settings(config, image_size: int | Sequence[int] | None = None, resize: str | None = None) -> InputSettings:
+    """The input size and resize mode: the command line's if given, else the checkpoint config's
+    (its ``image_size`` and ``resize`` fields, when it has them), else 640 square."""
+
+    def pick(given, name: str, default):
+        if given is not None:
+            return given, "command line"
+        value = getattr(config, name, None)
+        if value is not None:
+            return value, "checkpoint config"
+        return default, "default"
+
+    size, size_from = pick(image_size, "image_size", DEFAULT_IMAGE_SIZE)
+    mode, mode_from = pick(resize, "resize", DEFAULT_RESIZE)
+    if mode not in RESIZE_MODES:
+        raise ConfigError(f"resize must be one of {RESIZE_MODES}, got {mode!r} (from the {mode_from})")
+    return InputSettings(as_hw(size), str(mode), size_from, mode_from)
+
+
+# --------------------------------------------------------------------------- overlays
+
+
+def save_overlay(image_file: Path, pred: np.ndarray, gt: np.ndarray, title: str, path: Path) -> Path:
+    """Image with the predicted mask tinted red and the ground-truth outline in green; ``title`` above."""
+    import textwrap
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    image = decode_image_file(image_file).permute(1, 2, 0).numpy()
+    h, w = gt.shape
+    fig = Figure(figsize=(6.0, 6.0 * h / w + 0.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.0, 0.0, 1.0, 6.0 * h / w / (6.0 * h / w + 0.5)))
+    ax.imshow(image)
+    tint = np.zeros((h, w, 4), dtype=np.float32)
+    tint[pred] = (1.0, 0.1, 0.1, 0.5)
+    ax.imshow(tint)
+    if gt.any() and not gt.all():
+        ax.contour(gt.astype(np.float32), levels=[0.5], colors=["lime"], linewidths=1.5)
+    ax.set_axis_off()
+    fig.suptitle(textwrap.fill(title, 60), fontsize=10, y=0.995, va="top")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class RESResult:
+    dataset: str
+    split_by: str
+    split: str
+    metrics: dict  # RESMetric.compute() plus the run's settings
+    report: ReferReport
+    seconds: float = 0.0
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def evaluate_res(
+    model: torch.nn.Module,
+    dataset: ReferDataset,
+    *,
+    batch_size: int = 8,
+    threshold: float = 0.5,
+    num_workers: int = 0,
+    amp: str = "none",
+    predictions_file: str | Path | None = None,
+    overlays_dir: str | Path | None = None,
+    n_overlays: int = 0,
+    progress: bool = False,
+) -> dict:
+    """RES metrics of ``model`` on ``dataset`` (:func:`epng.metrics.res_metric.res_metrics`, percent).
+
+    Batched, without gradients, on the model's device; a pixel is foreground when its
+    probability at original resolution exceeds ``threshold``. Optionally writes one JSON
+    line per expression to ``predictions_file`` and ``n_overlays`` PNGs (the first
+    expressions in dataset order) to ``overlays_dir``.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    if not 0.0 <= threshold < 1.0:
+        raise ConfigError(f"threshold must lie in [0, 1), got {threshold}")
+    model.eval()
+    device = next(model.parameters()).device
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_refer, pin_memory=device.type == "cuda")
+    metric = RESMetric(RES_THRESHOLDS)
+    out_file = None
+    if predictions_file is not None:
+        Path(predictions_file).parent.mkdir(parents=True, exist_ok=True)
+        out_file = open(predictions_file, "w", encoding="utf-8")
+    overlays_left = max(0, int(n_overlays)) if overlays_dir is not None else 0
+    try:
+        for batch in tqdm(loader, desc=f"res {dataset.refer.dataset} {dataset.split}", disable=not progress,
+                          dynamic_ncols=True):
+            dataset.note_skipped(batch)
+            if batch["images"].shape[0] == 0:
+                continue
+            inputs = [batch[k].to(device, non_blocking=True)
+                      for k in ("images", "input_ids", "attention_mask", "phrase_token_mask", "phrase_mask")]
+            with autocast_for(amp, device):
+                out = model(*inputs)
+            masks = binary_masks(out.mask_logits, tuple(batch["images"].shape[-2:]), batch["meta"], threshold)
+            for meta, mask in zip(batch["meta"], masks):
+                i = int(meta["narrative"])
+                e = dataset.expressions[i]
+                pred = mask[0].cpu().numpy()
+                gt = dataset.gt_mask(i)
+                iou = metric.add(pred, gt)
+                if out_file is not None:
+                    out_file.write(json.dumps({
+                        "index": e.index, "ref_id": e.ref_id, "sent_id": e.sent_id, "ann_id": e.ann_id,
+                        "image_id": e.image_id, "expression": e.text, "intersection": metric.intersections[-1],
+                        "union": metric.unions[-1], "iou": iou, "segmentation": encode_mask(pred),
+                    }) + "\n")
+                if overlays_left > 0:
+                    overlays_left -= 1
+                    save_overlay(dataset.image_file(i), pred, gt, f"{e.text}  (IoU {100 * iou:.1f})",
+                                 Path(overlays_dir) / f"{e.index:05d}_ref{e.ref_id}_sent{e.sent_id}.png")
+    finally:
+        if out_file is not None:
+            out_file.close()
+    return metric.compute()
+
+
+def pair_name(dataset: str, split: str) -> str:
+    return f"{dataset}_{split}"
+
+
+def evaluate_pairs(
+    model,
+    refer_root: str | Path,
+    pairs: Iterable[tuple[str, str]],
+    *,
+    split_by: str | None = None,
+    image_dir: str | Path | None = None,
+    image_size: int | Sequence[int] | None = None,
+    resize: str | None = None,
+    batch_size: int = 8,
+    threshold: float = 0.5,
+    num_workers: int = 0,
+    amp: str = "none",
+    mode: str = "strict",
+    output: str | Path | None = None,
+    n_overlays: int = 0,
+    skip_missing: bool = False,
+    progress: bool = False,
+    checkpoint: str | None = None,
+    log=print,
+) -> tuple[list[RESResult], list[dict]]:
+    """Evaluate ``model`` on each (dataset, split) under ``refer_root``.
+
+    With ``skip_missing`` a pair whose dataset files are absent (or whose refs file has no
+    ref of that split) is reported in the second return value instead of raising.
+    Writes the files listed in the module docstring when ``output`` is given.
+    """
+    settings = input_settings(model.config, image_size, resize)
+    mean, std = model.image_mean, model.image_std
+    max_length = int(getattr(model.config, "max_text_length", 512))
+    tokenizer = model.tokenizer
+    out_root = Path(output) if output is not None else None
+    loaded: dict[str, ReferData] = {}
+    results: list[RESResult] = []
+    missing: list[dict] = []
+    for dataset_name, split in pairs:
+        sb = resolve_names(dataset_name, split_by if split_by else None, split)
+        layout = refer_layout(refer_root, dataset_name, sb, image_dir)
+        absent = layout.missing()
+        if absent and skip_missing:
+            missing.append({"dataset": dataset_name, "split_by": sb, "split": split,
+                            "reason": f"{absent[0]} not found"})
+            log(f"{dataset_name} {split}: not found ({absent[0]})")
+            continue
+        if dataset_name not in loaded:
+            loaded[dataset_name] = ReferData.load(refer_root, dataset_name, sb, image_dir)
+        refer = loaded[dataset_name]
+        if skip_missing and not refer.split_counts().get(split):
+            missing.append({"dataset": dataset_name, "split_by": sb, "split": split,
+                            "reason": f"{layout.refs_file} has no ref of split {split}"})
+            log(f"{dataset_name} {split}: no ref of this split in {layout.refs_file}")
+            continue
+        start = time.perf_counter()
+        ds = ReferDataset(refer, split, tokenizer, image_size=settings.image_size, resize=settings.resize,
+                          mean=mean, std=std, max_length=max_length, mode=mode)
+        pair_dir = out_root / pair_name(dataset_name, split) if out_root is not None else None
+        predictions = pair_dir / "predictions.jsonl" if pair_dir is not None else None
+        metrics = evaluate_res(model, ds, batch_size=batch_size, threshold=threshold, num_workers=num_workers,
+                               amp=amp, predictions_file=predictions,
+                               overlays_dir=pair_dir / "overlays" if pair_dir is not None else None,
+                               n_overlays=n_overlays, progress=progress)
+        report = ds.report()
+        metrics = {
+            "dataset": dataset_name, "split_by": sb, "split": split, **metrics,
+            "units": "percent", "precision_rule": "fraction of expressions with IoU >= t",
+            "n_skipped": report.n_skipped, "skipped": dict(report.skipped),
+            "n_partly_truncated": ds.n_partial,
+            "threshold": threshold, "image_size": list(settings.image_size), "resize": settings.resize,
+            "image_size_from": settings.image_size_from, "resize_from": settings.resize_from, "checkpoint": checkpoint,
+        }
+        result = RESResult(dataset_name, sb, split, metrics, report, time.perf_counter() - start)
+        if pair_dir is not None:
+            pair_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(pair_dir / "metrics.json", metrics)
+            result.files = {"metrics": str(pair_dir / "metrics.json"), "predictions": str(predictions)}
+        if report.skipped:
+            log(report.summary())
+        results.append(result)
+    if out_root is not None:
+        _write_json(out_root / "res_summary.json", {"results": [r.metrics for r in results], "missing": missing})
+    return results, missing
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def format_res_table(results: Sequence[RESResult], missing: Sequence[dict] = ()) -> str:
+    """One row per evaluated pair: expressions, mIoU, oIoU, P@0.5..0.9 (percent); then the missing pairs."""
+    keys = [threshold_key(t) for t in RES_THRESHOLDS]
+    header = ["dataset", "split", "exprs", "mIoU", "oIoU", *[f"P@{k}" for k in keys]]
+    rows = [[r.dataset, r.split, str(r.metrics["n_expressions"]), f"{r.metrics['mIoU']:.2f}",
+             f"{r.metrics['oIoU']:.2f}", *[f"{r.metrics['precision'][k]:.2f}" for k in keys]] for r in results]
+    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
+    lines = ["  ".join(cell.ljust(widths[c]) if c < 2 else cell.rjust(widths[c]) for c, cell in enumerate(row))
+             for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    for m in missing:
+        lines.append(f"{m['dataset']} {m['split']}: not evaluated ({m['reason']})")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "InputSettings", "RESResult", "STANDARD_PAIRS", "evaluate_pairs", "evaluate_res", "format_res_table",
+    "input_settings", "load_model", "pair_name", "save_overlay",
+]
