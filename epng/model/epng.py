@@ -1,0 +1,155 @@
+"""`EPNG`: visual encoder + text encoder + communicator + dense head (spec section 1).
+
+Saved with ``save_pretrained(dir)`` as ``config.json`` + ``model.safetensors`` (+ the text
+encoder's architecture and tokenizer files in ``dir/text_encoder/``); ``from_pretrained(dir)``
+rebuilds with random weights and loads the safetensors file: no pickle, no network, no
+backbone weight file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin, snapshot_download
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from epng.errors import CheckpointError, ConfigError
+from epng.model.communicator import Communicator
+from epng.model.config import EPNGConfig
+from epng.model.head import DenseHead, EPNGOutput, upsample_logits
+from epng.model.text_encoder import TextEncoder
+from epng.model.visual_encoder import VisualEncoder, image_stats
+
+TEXT_FILES_DIR = "text_encoder"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class EPNG(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="epng",
+    tags=["panoptic-narrative-grounding"],
+):
+    """End-to-end Panoptic Narrative Grounding network.
+
+    ``config.image_mean`` / ``image_std`` are resolved at construction (the backbone
+    weights' own statistics) and exposed as ``image_mean`` / ``image_std``;
+    ``text_files`` is a folder with the text encoder's config and tokenizer (used by
+    ``from_pretrained``; normally left ``None``).
+    """
+
+    def __init__(self, config: EPNGConfig, text_files: str | None = None) -> None:
+        super().__init__()
+        mean, std = image_stats(config)
+        self.config = replace(config, image_mean=tuple(mean), image_std=tuple(std))
+        self._hub_mixin_config = self.config
+        self.visual_encoder = VisualEncoder(self.config)
+        self.text_encoder = TextEncoder(self.config, text_files)
+        self.communicator = Communicator(self.config)
+        self.head = DenseHead()
+
+    @property
+    def image_mean(self) -> tuple[float, ...]:
+        return self.config.image_mean
+
+    @property
+    def image_std(self) -> tuple[float, ...]:
+        return self.config.image_std
+
+    @property
+    def tokenizer(self):
+        """The fast tokenizer matching the text encoder (the dataset needs its offsets)."""
+        return self.text_encoder.tokenizer
+
+    def forward(
+        self,
+        images: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        phrase_token_mask: Tensor,
+        phrase_mask: Tensor,
+    ) -> EPNGOutput:
+        """images (B, 3, H, W); input_ids, attention_mask (B, T); phrase_token_mask (B, P, T) bool;
+        phrase_mask (B, P) bool -> mask logits (B, P, H/4, W/4), pixel (B, C, H/4, W/4), phrase (B, P, C)."""
+        phrase_mask = phrase_mask.bool()
+        visual = self.visual_encoder(images)  # (B, C, H/16, W/16)
+        phrases = self.text_encoder(input_ids, attention_mask, phrase_token_mask.bool(), phrase_mask)  # (B, P, C)
+        visual = self.communicator(visual, phrases, phrase_mask)  # (B, C, H/16, W/16)
+        return self.head(visual, phrases)
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        images: Tensor,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        phrase_token_mask: Tensor,
+        phrase_mask: Tensor,
+    ) -> Tensor:
+        """Phrase mask probabilities at the input size (B, P, H, W) (threshold 0.5 for binary masks)."""
+        out = self(images, input_ids, attention_mask, phrase_token_mask, phrase_mask)
+        return upsample_logits(out.mask_logits, images.shape[-2:]).sigmoid()
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        super()._save_pretrained(save_directory)
+        text_dir = Path(save_directory) / TEXT_FILES_DIR
+        self.text_encoder.model.config.save_pretrained(text_dir)
+        self.text_encoder.tokenizer.save_pretrained(text_dir)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        config: EPNGConfig | dict | None = None,
+        map_location: str = "cpu",
+        strict: bool = True,
+        **kwargs,
+    ) -> EPNG:
+        """Build with random weights (no backbone/text downloads) and load ``model.safetensors``."""
+        if config is None:
+            raise CheckpointError(f"{model_id}: no config.json, not an EPNG checkpoint")
+        if isinstance(config, dict):
+            try:
+                config = EPNGConfig.from_dict(config)
+            except ConfigError as err:
+                raise CheckpointError(f"{model_id}/config.json: {err}") from err
+        if os.path.isdir(model_id):
+            root = Path(model_id)
+        else:
+            root = Path(
+                snapshot_download(
+                    repo_id=model_id,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    force_download=force_download,
+                    token=token,
+                    local_files_only=local_files_only,
+                )
+            )
+        weights = root / WEIGHTS_NAME
+        if not weights.is_file():
+            raise CheckpointError(f"{model_id}: missing {WEIGHTS_NAME}")
+        text_files = root / TEXT_FILES_DIR
+        mean, std = image_stats(config)  # of the original weights, before they are swapped for random ones
+        config = replace(config, image_mean=tuple(mean), image_std=tuple(std))
+        model = cls(
+            replace(config, backbone_weights="none", text_weights="random"),
+            text_files=str(text_files) if (text_files / "config.json").is_file() else None,
+        )
+        try:
+            model.load_state_dict(load_file(str(weights), device=map_location), strict=strict)
+        except (RuntimeError, OSError) as err:
+            raise CheckpointError(f"{weights}: does not match the EPNG config in {model_id} ({err})") from err
+        model.config = config
+        model._hub_mixin_config = config
+        return model.to(map_location).eval()
