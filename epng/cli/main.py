@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "synth": "epng.cli.synth",
     "check-data": "epng.cli.check_data",
     "score": "epng.cli.score",
+    "train": "epng.cli.train",
     "synth-refer": "epng.cli.synth_refer",
     "res-eval": "epng.cli.res_eval",
 }

@@ -51,17 +51,11 @@ class OptimSection:
 
 
 @dataclass
-class LossSection:
-    bce: float = 2.0  # lambda_1
-    dice: float = 2.0  # lambda_2
-    sal: float = 1.0  # lambda_3
-    tau: float = 10.0  # SAL temperature (official code: scale 0.1)
-
-
-@dataclass
 class ModelSection:
     preset: str = "epng_lite0_minilm"
-    overrides: dict[str, Any] = field(default_factory=dict)  # any EPNGConfig field
+    # any EPNGConfig field, e.g. loss_weights (lambda_1..3), sal_tau, num_layers; image_size and
+    # resize always come from the data section
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -83,7 +77,6 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     model: ModelSection = field(default_factory=ModelSection)
     optim: OptimSection = field(default_factory=OptimSection)
-    loss: LossSection = field(default_factory=LossSection)
     run: RunSection = field(default_factory=RunSection)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 
 class ResumableSampler(DistributedSampler):
@@ -26,3 +26,16 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples - self.skip
+
+
+class ShardSampler(Sampler[int]):
+    """Evaluation sharding: process ``rank`` takes items rank, rank + world, ...; no item twice, none padded."""
+
+    def __init__(self, n_items: int, num_replicas: int, rank: int):
+        self.indices = range(rank, n_items, num_replicas)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)

@@ -25,7 +25,8 @@ from epng.engine.config import save_config
 from epng.engine.distributed import DistContext, all_reduce_sum, barrier, cleanup, init_distributed
 from epng.engine.ema import ModelEMA
 from epng.engine.evaluator import evaluate_loader
-from epng.engine.sampler import ResumableSampler
+from epng.engine.precision import autocast_for
+from epng.engine.sampler import ResumableSampler, ShardSampler
 from epng.errors import ConfigError, EPNGError
 from epng.losses import EPNGCriterion
 from epng.model import EPNG, build_epng
@@ -33,12 +34,6 @@ from epng.model import EPNG, build_epng
 
 class TrainingError(EPNGError, RuntimeError):
     """Training cannot go on (e.g. too many non-finite losses in a row)."""
-
-
-def autocast_context(amp: str, device: torch.device):
-    """bf16 autocast where asked for ("bf16") or where the device supports it well ("auto" on CUDA)."""
-    use_bf16 = amp == "bf16" or (amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
 
 def lr_at(step: int, steps_per_epoch: int, optim: DictConfig) -> float:
@@ -51,6 +46,22 @@ def lr_at(step: int, steps_per_epoch: int, optim: DictConfig) -> float:
     if optim.warmup_steps and step < optim.warmup_steps:
         lr *= (step + 1) / optim.warmup_steps
     return lr
+
+
+def dataset_for(model: EPNG, root: str, split: str, data: DictConfig, **kwargs) -> PNGDataset:
+    """The split as ``model`` expects its input: its tokenizer, input size and normalisation."""
+    return PNGDataset(
+        root,
+        split,
+        tokenizer=model.tokenizer,
+        image_size=model.config.image_size,
+        resize=model.config.resize,
+        mean=model.image_mean,
+        std=model.image_std,
+        max_length=min(data.max_length, model.config.max_text_length),
+        mode=data.on_bad_sample,
+        **kwargs,
+    )
 
 
 def build_loader(dataset: PNGDataset, batch_size: int, sampler, num_workers: int, seed: int) -> DataLoader:
@@ -108,21 +119,13 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
     log = JsonlLog(out / "log.jsonl", ctx.is_main)
 
     # ---- model, loss, data -------------------------------------------------------------
-    model: EPNG = build_epng(cfg.model.preset, **OmegaConf.to_container(cfg.model.overrides)).to(device)
-    criterion = EPNGCriterion(weights=(cfg.loss.bce, cfg.loss.dice, cfg.loss.sal), tau=cfg.loss.tau)
-    data_kwargs = dict(
-        tokenizer=model.tokenizer,
-        image_size=cfg.data.image_size,
-        resize=cfg.data.resize,
-        mean=model.image_mean,
-        std=model.image_std,
-        max_length=cfg.data.max_length,
-        mode=cfg.data.on_bad_sample,
-    )
-    train_set = PNGDataset(cfg.data.root, cfg.data.train_split, **data_kwargs)
-    val_set = PNGDataset(cfg.data.root, cfg.data.val_split, max_narratives=cfg.data.val_max_narratives, **data_kwargs)
+    overrides = {**OmegaConf.to_container(cfg.model.overrides), "image_size": cfg.data.image_size, "resize": cfg.data.resize}
+    model: EPNG = build_epng(cfg.model.preset, **overrides).to(device)
+    criterion = EPNGCriterion.from_config(model.config)
+    train_set = dataset_for(model, cfg.data.root, cfg.data.train_split, cfg.data)
+    val_set = dataset_for(model, cfg.data.root, cfg.data.val_split, cfg.data, max_narratives=cfg.data.val_max_narratives)
     sampler = ResumableSampler(train_set, ctx.world_size, ctx.rank, seed=cfg.run.seed)
-    val_sampler = ResumableSampler(val_set, ctx.world_size, ctx.rank, seed=cfg.run.seed, shuffle=False)
+    val_sampler = ShardSampler(len(val_set), ctx.world_size, ctx.rank)
     batches_per_epoch = math.ceil(sampler.num_samples / cfg.optim.batch_size)
     steps_per_epoch = max(batches_per_epoch // cfg.optim.grad_accum, 1)
     total_steps = steps_per_epoch * cfg.optim.epochs
@@ -176,23 +179,27 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
         barrier(ctx)
         return path
 
-    def validate() -> dict:
-        nonlocal best_ar
+    def validate() -> None:
+        """AR on the val split (EMA weights if kept); the best model is kept in ``out/best``."""
+        nonlocal best_ar, last_val_step, last_metrics
         loader = build_loader(val_set, cfg.optim.batch_size, val_sampler, cfg.data.num_workers, cfg.run.seed)
         with ema.swapped_in(model) if ema else nullcontext():
-            metrics = evaluate_loader(model, loader, val_set, ctx, amp=cfg.optim.amp)
-            if ctx.is_main and metrics["ar"] is not None and metrics["ar"] > best_ar:
-                best_ar = metrics["ar"]
-                model.save_pretrained(out / "best")
-        log.write(event="val", step=step, **metrics)
+            last_metrics = evaluate_loader(model, loader, val_set, ctx, amp=cfg.optim.amp)
+            if last_metrics["ar"] is not None and last_metrics["ar"] > best_ar:
+                best_ar = last_metrics["ar"]
+                if ctx.is_main:
+                    model.save_pretrained(out / "best")
+        last_val_step = step
+        log.write(event="val", step=step, **last_metrics)
         if writer:
-            writer.add_scalar("val/ar", metrics["ar"] or 0.0, step)
+            writer.add_scalar("val/ar", last_metrics["ar"] or 0.0, step)
+        if ctx.is_main:
+            tqdm.write(f"step {step}: val AR {last_metrics['ar']:.2f} (best {best_ar:.2f})")
         model.train()
-        return metrics
 
     # ---- the loop ----------------------------------------------------------------------
     model.train()
-    bad_in_a_row, n_skipped_samples, last_val_step = 0, 0, -1
+    bad_in_a_row, n_skipped_samples, last_val_step, last_metrics = 0, 0, -1, {}
     progress = tqdm(total=total_steps, initial=step, desc="train", disable=not ctx.is_main, dynamic_ncols=True)
     t_last, images_since = time.perf_counter(), 0
     while step < total_steps:
@@ -201,14 +208,15 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
         micro = 0  # micro-batches accumulated since the last optimizer step
         for batch in loader:
             batch_in_epoch += 1
-            n_skipped_samples += batch.get("n_skipped", 0)
+            n_skipped_samples += batch["n_skipped"]
+            train_set.note_skipped(batch)
             # every process must take the same branch, or DDP waits forever
             if all_reduce_sum(torch.tensor(float(batch["images"].shape[0] == 0)), ctx).item() > 0:
                 continue
             batch = to_device(batch, device)
             last_micro = micro + 1 == cfg.optim.grad_accum
             with nullcontext() if (last_micro or not ctx.enabled) else ddp.no_sync():
-                with autocast_context(cfg.optim.amp, device):
+                with autocast_for(cfg.optim.amp, device):
                     outputs = ddp(*model_inputs(batch))
                 losses = criterion(outputs, batch["gt_masks"], batch["phrase_mask"])
                 if all_reduce_sum(torch.isfinite(losses["loss"]).float().cpu(), ctx).item() < ctx.world_size:
@@ -245,7 +253,7 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
                 now = time.perf_counter()
                 speed = images_since * ctx.world_size / max(now - t_last, 1e-9)
                 t_last, images_since = now, 0
-                parts = {k: round(float(v), 5) for k, v in losses.items()}
+                parts = {k: round(v.item(), 5) for k, v in losses.items()}
                 lr = scheduler.get_last_lr()[0]
                 progress.set_postfix(loss=parts["loss"], sal=parts["sal"], lr=f"{lr:.1e}", img_s=f"{speed:.1f}")
                 log.write(event="train", step=step, epoch=epoch, lr=lr, images_per_s=speed, skipped_samples=n_skipped_samples, **parts)
@@ -255,7 +263,6 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
                     writer.add_scalar("train/lr", lr, step)
             if cfg.run.val_every and step % cfg.run.val_every == 0:
                 validate()
-                last_val_step = step
             if step % cfg.run.checkpoint_every == 0 or step == total_steps:
                 save(step)
             if step >= total_steps:
@@ -264,20 +271,20 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
             epoch, batch_in_epoch = epoch + 1, 0
             if not cfg.run.val_every and step > last_val_step:
                 validate()
-                last_val_step = step
     progress.close()
 
-    metrics = validate() if step > last_val_step else {}
+    if step > last_val_step:
+        validate()
     if ctx.is_main:
         model.save_pretrained(out / "final")
         if ema:
             with ema.swapped_in(model):
                 model.save_pretrained(out / "final_ema")
-    log.write(event="done", step=step, skipped_samples=n_skipped_samples)
+    log.write(event="done", step=step, skipped_samples=n_skipped_samples, data=train_set.report().summary())
     if writer:
         writer.close()
     barrier(ctx)
-    return {"step": step, "best_ar": best_ar, **metrics}
+    return {"step": step, "best_ar": best_ar, **last_metrics}
 
 
 def _gather_rng(ctx: DistContext) -> list[dict]:

@@ -34,6 +34,8 @@ class EPNGConfig:
         fpn_channels: FPN width; the fused map has ``d_model = 3 * fpn_channels`` channels.
         image_mean, image_std: input normalisation of the backbone weights; ``None`` is
             resolved when the model is built (see `visual_encoder.image_stats`).
+        image_size, resize: the input the model was trained on (side S; ``"square"`` stretch
+            as the paper, or ``"letterbox"``); `Predictor` and `epng evaluate` use the same.
 
     Text encoder:
         text_encoder: ``"minilm"`` (all-MiniLM-L6-v2 from the PyPI package
@@ -60,6 +62,8 @@ class EPNGConfig:
     fpn_channels: int = 256
     image_mean: tuple[float, float, float] | None = None
     image_std: tuple[float, float, float] | None = None
+    image_size: int = 640
+    resize: str = "square"
     text_encoder: str = "bert-base-uncased"
     text_weights: str = "pretrained"
     text_trainable: bool = False
@@ -95,6 +99,10 @@ class EPNGConfig:
 
         if self.backbone_weights not in BACKBONE_WEIGHTS and not Path(self.backbone_weights).suffix:
             raise bad("backbone_weights", f"expected one of {BACKBONE_WEIGHTS} or a path to a .pth/.safetensors file")
+        if self.resize not in ("square", "letterbox"):
+            raise bad("resize", "expected 'square' or 'letterbox'")
+        if self.image_size < 32 or self.image_size % 32:
+            raise bad("image_size", "must be a positive multiple of 32 (the backbone's stride)")
         if self.text_weights not in TEXT_WEIGHTS:
             raise bad("text_weights", f"expected one of {TEXT_WEIGHTS}")
         if self.text_layers not in TEXT_LAYERS:

@@ -1,0 +1,29 @@
+"""`epng train`: train EPNG from a YAML config (one process, or several through torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train EPNG (resumes when OUTPUT already holds a checkpoint; several processes through torchrun)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML file, e.g. configs/demo_cpu.yaml")
+    parser.add_argument("--output", required=True, help="run folder: checkpoints, logs, best/ and final/ models")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=2e-4 data.root=DIR")
+    parser.epilog = (
+        "Multi-GPU: torchrun --nproc_per_node 4 -m epng.cli.main train --config ... --output ...\n"
+        "Re-running the same command on the same --output resumes exactly where it stopped."
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+def run(args: argparse.Namespace) -> int:
+    from epng.engine.config import load_config
+    from epng.engine.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, args.output)
+    best = result.get("best_ar")
+    print(f"done: {result['step']} steps, best val AR {best:.2f}; models in {args.output}/best and {args.output}/final")
+    return 0
