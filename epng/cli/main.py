@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "check-data": "epng.cli.check_data",
     "score": "epng.cli.score",
     "train": "epng.cli.train",
+    "evaluate": "epng.cli.evaluate",
+    "predict": "epng.cli.predict",
     "synth-refer": "epng.cli.synth_refer",
     "res-eval": "epng.cli.res_eval",
 }

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from epng.data.dataset import PNGDataset
+from epng.data.check import image_path
+from epng.data.dataset import PNGDataset, collate_png
+from epng.data.transforms import decode_image_file
 from epng.engine.distributed import DistContext, gather_objects
 from epng.engine.postprocess import binary_masks
 from epng.engine.precision import autocast_for
+from epng.metrics.plots import plot_recall_curves
+from epng.metrics.png_metric import format_metrics_table
+from epng.metrics.rle import encode_mask
 from epng.metrics.scorer import PNGEvaluator
+from epng.viz import save_phrase_overlay
 
 # called with (meta of one sample, its (P, h, w) bool masks on the CPU)
 PredictionHook = Callable[[dict, np.ndarray], None]
@@ -27,11 +35,12 @@ def evaluate_loader(
     amp: str = "none",
     on_prediction: PredictionHook | None = None,
     progress: bool = False,
-) -> dict:
-    """Metrics of ``model`` on ``dataset`` (this process's shard is what ``loader`` yields).
+) -> PNGEvaluator:
+    """Score ``model`` on ``dataset`` (this process's shard is what ``loader`` yields).
 
     Every process scores its own samples; the per-phrase IoUs (any number per process)
-    are gathered and every process returns the same metrics over the whole split.
+    are gathered, and every process returns an evaluator holding the whole split
+    (``.compute()`` gives the metrics, ``.phrase_arrays()`` the per-phrase IoUs).
     Phrases without a prediction (e.g. truncated away) score 0 and are counted.
     """
     model.eval()
@@ -55,4 +64,75 @@ def evaluate_loader(
         for part in gather_objects(evaluator.state_arrays(), ctx):
             merged.merge_arrays(part["narrative"], part["phrase_index"], part["iou"])
         evaluator = merged
-    return evaluator.compute()
+    return evaluator
+
+
+class PredictionWriter:
+    """An ``on_prediction`` hook: writes every phrase's mask to ``predictions.jsonl`` (the
+    format `epng score` reads) and overlay pictures for the first ``n_overlays`` samples."""
+
+    def __init__(self, out_dir: Path, dataset: PNGDataset, n_overlays: int = 8):
+        self.out_dir, self.dataset, self.n_overlays = out_dir, dataset, n_overlays
+        self.path = out_dir / "predictions.jsonl"
+        self._file = open(self.path, "w", encoding="utf-8")
+        self._by_index = {n.index: n for n in dataset.narratives}
+        self.n_lines = 0
+        self.overlays: list[Path] = []
+
+    def __call__(self, meta: dict, masks: np.ndarray) -> None:
+        for phrase_index, mask in zip(meta["phrase_indices"], masks):
+            record = {"narrative": meta["narrative"], "image_id": meta["image_id"], "phrase_index": phrase_index, "segmentation": encode_mask(mask)}
+            self._file.write(json.dumps(record) + "\n")
+            self.n_lines += 1
+        if len(self.overlays) < self.n_overlays:
+            narrative = self._by_index[meta["narrative"]]
+            phrases = {p.phrase_index: p.text for p in narrative.phrases}
+            image = decode_image_file(image_path(self.dataset.layout, self.dataset.panoptic, meta["image_id"]))
+            path = self.out_dir / "overlays" / f"narrative_{meta['narrative']:06d}.png"
+            labels = [phrases[k] for k in meta["phrase_indices"]]
+            self.overlays.append(save_phrase_overlay(image.permute(1, 2, 0).numpy(), masks, labels, path, title=narrative.caption))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def evaluate_checkpoint(
+    model: torch.nn.Module,
+    data_root: str | Path,
+    split: str,
+    out_dir: str | Path,
+    batch_size: int = 8,
+    num_workers: int = 2,
+    n_overlays: int = 8,
+    amp: str = "none",
+    mode: str = "strict",
+) -> dict:
+    """`epng evaluate`: predictions.jsonl, metrics.json, recall curve and overlays under ``out_dir``."""
+    from epng.engine.distributed import init_distributed
+    from epng.engine.sampler import ShardSampler
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = init_distributed("cuda" if next(model.parameters()).is_cuda else "cpu")
+    cfg = model.config
+    dataset = PNGDataset(
+        data_root, split, model.tokenizer, image_size=cfg.image_size, resize=cfg.resize,
+        mean=model.image_mean, std=model.image_std, max_length=cfg.max_text_length, mode=mode,
+    )
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), ctx.world_size, ctx.rank),
+        num_workers=num_workers, collate_fn=collate_png,
+    )
+    writer = PredictionWriter(out_dir, dataset, n_overlays)
+    try:
+        evaluator = evaluate_loader(model, loader, dataset, ctx, amp=amp, on_prediction=writer, progress=True)
+    finally:
+        writer.close()
+    metrics = evaluator.compute()
+    arrays = evaluator.phrase_arrays()
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_recall_curves(arrays["iou"], arrays["is_thing"], arrays["is_plural"], out_dir / "recall_curve.png", title=f"EPNG on {split}")
+    report = dataset.report()
+    return {"metrics": metrics, "table": format_metrics_table(metrics, title=f"{split} ({report.summary()})"), "files": {
+        "predictions": str(writer.path), "metrics": str(out_dir / "metrics.json"),
+        "curve": str(out_dir / "recall_curve.png"), "overlays": [str(p) for p in writer.overlays]}}

@@ -40,22 +40,6 @@ DEFAULT_RESIZE = "square"
 # --------------------------------------------------------------------------- model and input settings
 
 
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
-    """``EPNG.from_pretrained(checkpoint)`` in eval mode on ``device``; a folder without
-    ``config.json`` raises :class:`CheckpointError`."""
-    from epng.model import EPNG
-
-    path = Path(checkpoint)
-    if not path.is_dir():
-        raise CheckpointError(f"--checkpoint {path}: not a directory")
-    if not (path / "config.json").is_file():
-        hint = [p.name for p in (path / "best", path / "final") if (p / "config.json").is_file()]
-        raise CheckpointError(f"{path}: no config.json, not an EPNG checkpoint (save_pretrained folder)"
-                              + (f"; did you mean {path / hint[0]}?" if hint else ""))
-    model = EPNG.from_pretrained(str(path))
-    return model.to(device).eval()
-
-
 @dataclass(frozen=True)
 class InputSettings:
     image_size: tuple[int, int]
@@ -304,5 +288,5 @@ def format_res_table(results: Sequence[RESResult], missing: Sequence[dict] = ())
 
 __all__ = [
     "InputSettings", "RESResult", "STANDARD_PAIRS", "evaluate_pairs", "evaluate_res", "format_res_table",
-    "input_settings", "load_model", "pair_name", "save_overlay",
+    "input_settings", "pair_name", "save_overlay",
 ]

@@ -184,7 +184,7 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
         nonlocal best_ar, last_val_step, last_metrics
         loader = build_loader(val_set, cfg.optim.batch_size, val_sampler, cfg.data.num_workers, cfg.run.seed)
         with ema.swapped_in(model) if ema else nullcontext():
-            last_metrics = evaluate_loader(model, loader, val_set, ctx, amp=cfg.optim.amp)
+            last_metrics = evaluate_loader(model, loader, val_set, ctx, amp=cfg.optim.amp).compute()
             if last_metrics["ar"] is not None and last_metrics["ar"] > best_ar:
                 best_ar = last_metrics["ar"]
                 if ctx.is_main:

@@ -1,0 +1,41 @@
+"""`epng evaluate`: run a checkpoint over a split and score it with the official metric."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "run a checkpoint over a benchmark split: predictions.jsonl, metrics.json, recall curve, overlays"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a saved model folder (e.g. a run's best/)")
+    parser.add_argument("--data-root", required=True, help="benchmark root (see `epng check-data`)")
+    parser.add_argument("--split", default="val2017")
+    parser.add_argument("--output", required=True, help="folder for the results")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--overlays", type=int, default=8, help="overlay pictures to draw (0 = none)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--amp", choices=("none", "bf16", "auto"), default="auto", help="bf16 autocast ('auto': on CUDA)")
+    parser.add_argument("--skip-bad", action="store_true", help="skip (and count) bad records instead of stopping")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from epng.engine.checkpoint import load_model
+    from epng.engine.evaluator import evaluate_checkpoint
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(args.checkpoint, device)
+    result = evaluate_checkpoint(
+        model, args.data_root, args.split, args.output, batch_size=args.batch_size, num_workers=args.num_workers,
+        n_overlays=args.overlays, amp=args.amp, mode="skip" if args.skip_bad else "strict",
+    )
+    print(result["table"])
+    for name, path in result["files"].items():
+        if name != "overlays":
+            print(f"{name}: {path}")
+    if result["files"]["overlays"]:
+        print(f"overlays: {len(result['files']['overlays'])} pictures in {args.output}/overlays")
+    return 0

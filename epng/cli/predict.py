@@ -1,0 +1,40 @@
+"""`epng predict`: masks for your own picture and narrative."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "segment the phrases of your own caption in your own image"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a saved model folder (e.g. a run's best/)")
+    parser.add_argument("--image", required=True, help="JPEG or PNG file")
+    parser.add_argument("--caption", required=True, help='the narrative; mark phrases with [brackets] unless --phrase is given')
+    parser.add_argument("--phrase", action="append", default=[], help="a phrase of the caption to segment (repeatable)")
+    parser.add_argument("--output", required=True, help="folder for the mask PNGs and the overlay")
+    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import re
+    from pathlib import Path
+
+    from PIL import Image
+
+    from epng.predictor import Predictor
+    from epng.viz import save_phrase_overlay
+
+    predictor = Predictor.from_pretrained(args.checkpoint, device=args.device, threshold=args.threshold)
+    result = predictor.predict(args.image, args.caption, args.phrase or None)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for k, (phrase, mask) in enumerate(zip(result.phrases, result.masks)):
+        slug = re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_")[:40] or "phrase"
+        path = out / f"mask_{k:02d}_{slug}.png"
+        Image.fromarray(mask.astype("uint8") * 255).save(path)
+        print(f"{path}  ({phrase!r}, {int(mask.sum())} pixels)")
+    overlay = save_phrase_overlay(result.image, result.masks, result.phrases, out / "overlay.png", title=result.caption)
+    print(f"{overlay}  (all phrases)")
+    return 0
