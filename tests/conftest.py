@@ -265,3 +265,13 @@ def tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def synth_bench(tmp_path_factory) -> Path:
+    """A small `epng synth` benchmark (8 train / 4 val images at 64 px), shared by the engine tests."""
+    from epng.data.synth import generate_benchmark
+
+    root = tmp_path_factory.mktemp("synth_bench")
+    generate_benchmark(root, n_train=8, n_val=4, size=64, seed=0, overwrite=True)
+    return root

@@ -55,13 +55,13 @@ def test_cache_skips_the_transformer_and_matches_uncached(encoder):
     ids, mask = batch(encoder.tokenizer, ["a red kite in the sky", "the sea"])
     with mock.patch.object(encoder.model, "forward", wraps=encoder.model.forward) as calls:
         first = encoder.encode_tokens(ids, mask)
-        assert calls.call_count == 1
+        assert calls.call_count == 2  # each new narrative on its own, unpadded
         again = encoder.encode_tokens(ids, mask)
         padded = encoder.encode_tokens(F.pad(ids, (0, 3)), F.pad(mask, (0, 3)))  # same ids, more padding
         swapped = encoder.encode_tokens(ids.flip(0), mask.flip(0))
-        assert calls.call_count == 1
-        encoder.encode_tokens(*batch(encoder.tokenizer, ["the sea", "a new caption"]))
         assert calls.call_count == 2
+        encoder.encode_tokens(*batch(encoder.tokenizer, ["the sea", "a new caption"]))
+        assert calls.call_count == 3
         assert calls.call_args.kwargs["input_ids"].shape[0] == 1  # only the unseen narrative
     assert torch.equal(first, again) and torch.equal(first, padded[:, : ids.shape[1]]) and torch.equal(first, swapped.flip(0))
     with torch.no_grad():
@@ -69,6 +69,11 @@ def test_cache_skips_the_transformer_and_matches_uncached(encoder):
     real = mask.bool()
     assert torch.allclose(first[real], plain[real], atol=1e-5)
     assert torch.equal(first[~real], torch.zeros_like(first[~real]))
+    # independent of the batch it first came in: equal to encoding the narrative alone
+    alone_ids, alone_mask = batch(encoder.tokenizer, ["the sea"])
+    with torch.no_grad():
+        alone = encoder.model(input_ids=alone_ids, attention_mask=alone_mask).last_hidden_state[0]
+    assert torch.equal(first[1, : alone.shape[0]], alone)
 
 
 def test_cache_holds_full_precision_features_under_autocast(encoder):

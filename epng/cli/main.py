@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "train": "epng.cli.train",
     "evaluate": "epng.cli.evaluate",
     "predict": "epng.cli.predict",
+    "demo": "epng.cli.demo",
     "synth-refer": "epng.cli.synth_refer",
     "res-eval": "epng.cli.res_eval",
 }

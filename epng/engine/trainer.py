@@ -140,6 +140,8 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
         optimizer, lambda s: lr_at(s, steps_per_epoch, cfg.optim) / cfg.optim.lr
     )
     ema = ModelEMA(model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
+    # with several processes, loss terms are normalised by the unit counts of the global batch
+    count_reducer = (lambda c: all_reduce_sum(c, ctx) / ctx.world_size) if ctx.enabled else None
 
     # ---- resume ------------------------------------------------------------------------
     step, epoch, batch_in_epoch, best_ar = 0, 0, 0, -1.0
@@ -218,7 +220,7 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
             with nullcontext() if (last_micro or not ctx.enabled) else ddp.no_sync():
                 with autocast_for(cfg.optim.amp, device):
                     outputs = ddp(*model_inputs(batch))
-                losses = criterion(outputs, batch["gt_masks"], batch["phrase_mask"])
+                losses = criterion(outputs, batch["gt_masks"], batch["phrase_mask"], count_reducer)
                 if all_reduce_sum(torch.isfinite(losses["loss"]).float().cpu(), ctx).item() < ctx.world_size:
                     bad_in_a_row += 1
                     optimizer.zero_grad(set_to_none=True)
@@ -253,7 +255,8 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
                 now = time.perf_counter()
                 speed = images_since * ctx.world_size / max(now - t_last, 1e-9)
                 t_last, images_since = now, 0
-                parts = {k: round(v.item(), 5) for k, v in losses.items()}
+                # the loss of the whole global batch is the mean over processes of their (rescaled) parts
+                parts = {k: round(v.item(), 5) for k, v in zip(losses, all_reduce_sum(torch.stack(list(losses.values())).detach(), ctx) / ctx.world_size)}
                 lr = scheduler.get_last_lr()[0]
                 progress.set_postfix(loss=parts["loss"], sal=parts["sal"], lr=f"{lr:.1e}", img_s=f"{speed:.1f}")
                 log.write(event="train", step=step, epoch=epoch, lr=lr, images_per_s=speed, skipped_samples=n_skipped_samples, **parts)

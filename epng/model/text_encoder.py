@@ -127,17 +127,13 @@ class TextEncoder(nn.Module):
         keys = [tuple(ids[m].tolist()) for ids, m in zip(input_ids.cpu(), real.cpu())]
         found = {key: self._cache[key] for key in keys if key in self._cache}
         missing = list(OrderedDict.fromkeys(key for key in keys if key not in found))
-        if missing:
-            length = max(len(key) for key in missing)
-            ids = input_ids.new_zeros(len(missing), length)
-            mask = attention_mask.new_zeros(len(missing), length)
-            for i, key in enumerate(missing):
-                ids[i, : len(key)] = torch.tensor(key)
-                mask[i, : len(key)] = 1
+        # Each new narrative is encoded on its own, without padding, so that a cached feature
+        # does not depend on which other narratives shared its first batch: a resumed run
+        # (empty cache) then computes bit for bit what an uninterrupted one read from its cache.
+        for key in missing:
+            ids = torch.tensor([key], device=input_ids.device)
             with torch.no_grad(), torch.autocast(input_ids.device.type, enabled=False):  # cache full precision
-                feats = self._run(ids.to(input_ids.device), mask.to(input_ids.device)).float().cpu()
-            for i, key in enumerate(missing):
-                found[key] = feats[i, : len(key)].clone()
+                found[key] = self._run(ids, torch.ones_like(ids))[0].float().cpu()
         for key in keys:
             self._cache[key] = found[key]
             self._cache.move_to_end(key)
