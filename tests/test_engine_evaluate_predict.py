@@ -1,0 +1,143 @@
+"""`epng evaluate` against `epng score`, and `epng predict` / `Predictor` on good and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from epng.cli.main import main
+from epng.data.dataset import PNGDataset, phrase_masks_from_id_map
+from epng.engine.evaluator import evaluate_checkpoint
+from epng.metrics.scorer import score_predictions
+from epng.model import build_epng
+
+
+class OracleStub(torch.nn.Module):
+    """Stands in for EPNG: returns +-10 logits equal to the ground truth of the sample it is given
+    (looked up by its image and word pieces), at input resolution."""
+
+    def __init__(self, model, dataset: PNGDataset):
+        super().__init__()
+        self.config, self.tokenizer = model.config, model.tokenizer
+        self.image_mean, self.image_std = model.image_mean, model.image_std
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.truth = {}
+        for i in range(len(dataset)):
+            s = dataset[i]
+            key = (s.image.numpy().tobytes(), tuple(s.input_ids.tolist()))
+            self.truth[key] = phrase_masks_from_id_map(s.id_map, s.phrase_segments)
+
+    def forward(self, images, input_ids, attention_mask, phrase_token_mask, phrase_mask):
+        b, p = phrase_mask.shape
+        logits = torch.full((b, p, *images.shape[-2:]), -10.0)
+        for i in range(b):
+            key = (images[i].numpy().tobytes(), tuple(input_ids[i][attention_mask[i].bool()].tolist()))
+            gt = self.truth[key]
+            logits[i, : gt.shape[0]] = torch.where(gt, 10.0, -10.0)
+        return type("Out", (), {"mask_logits": logits})()
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return build_epng("epng_lite0_minilm", image_size=64, backbone_weights="none").eval()
+
+
+def test_evaluate_on_an_oracle_reproduces_score(synth_bench, tmp_path, tiny_model):
+    cfg = tiny_model.config
+    dataset = PNGDataset(synth_bench, "val2017", tiny_model.tokenizer, image_size=cfg.image_size, mean=tiny_model.image_mean, std=tiny_model.image_std)
+    stub = OracleStub(tiny_model, dataset)
+    result = evaluate_checkpoint(stub, synth_bench, "val2017", tmp_path, batch_size=3, num_workers=0, n_overlays=2)
+    metrics = result["metrics"]
+    assert metrics["ar"] > 99.99 and metrics["n_missing"] == 0  # the synthetic images are 64 px: no resize
+    assert metrics == json.loads((tmp_path / "metrics.json").read_text())
+    assert score_predictions(synth_bench, "val2017", tmp_path / "predictions.jsonl") == metrics
+    assert (tmp_path / "recall_curve.png").stat().st_size > 0 and len(list((tmp_path / "overlays").glob("*.png"))) == 2
+
+
+def test_evaluate_of_a_real_model_matches_score(synth_bench, tmp_path, tiny_model):
+    result = evaluate_checkpoint(tiny_model, synth_bench, "val2017", tmp_path, batch_size=2, num_workers=0, n_overlays=0)
+    assert score_predictions(synth_bench, "val2017", tmp_path / "predictions.jsonl") == result["metrics"]
+    assert 0.0 <= result["metrics"]["ar"] < 100.0
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny_model) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "model"
+    tiny_model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("pic") / "photo.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (50, 90, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_predict_writes_one_mask_per_phrase_at_image_size(checkpoint, picture, tmp_path, capsys):
+    code, out, _ = run_cli(["predict", "--checkpoint", str(checkpoint), "--image", str(picture),
+                            "--caption", "A [red ball] lies on the [green grass].", "--output", str(tmp_path)], capsys)
+    assert code == 0
+    masks = sorted(tmp_path.glob("mask_*.png"))
+    assert [m.name for m in masks] == ["mask_00_red_ball.png", "mask_01_green_grass.png"]
+    for m in masks:
+        assert np.asarray(Image.open(m)).shape == (50, 90)
+    assert (tmp_path / "overlay.png").is_file() and "overlay.png" in out
+
+
+def test_predictor_masks_equal_the_model_run_by_hand(checkpoint, picture, tiny_model):
+    from epng.data.tokenization import align_phrases
+    from epng.data.transforms import ResizeNormalize, decode_image_file
+    from epng.predictor import Predictor
+
+    result = Predictor.from_pretrained(checkpoint, device="cpu").predict(str(picture), "a dog and a ball", ["dog", "ball"])
+    assert result.phrases == ["dog", "ball"] and result.spans == [(2, 5), (12, 16)]
+    image = decode_image_file(picture)
+    x, _, _ = ResizeNormalize(64, "square", tiny_model.image_mean, tiny_model.image_std)(image, torch.zeros(50, 90, dtype=torch.int32))
+    al = align_phrases(tiny_model.tokenizer, "a dog and a ball", [(2, 5), (12, 16)])
+    ptm = torch.zeros(1, 2, len(al.input_ids), dtype=torch.bool)
+    for k, toks in enumerate(al.phrase_tokens):
+        ptm[0, k, list(toks)] = True
+    with torch.no_grad():
+        probs = tiny_model.predict(x[None], torch.tensor([al.input_ids]), torch.tensor([al.attention_mask]), ptm, torch.ones(1, 2, dtype=torch.bool))
+        expected = torch.nn.functional.interpolate(probs, size=(50, 90), mode="bilinear", align_corners=False)[0] > 0.5
+    agree = (torch.from_numpy(result.masks) == expected).float().mean().item()
+    assert agree > 0.995  # one resize (stride 4 -> original) vs two (-> input -> original)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--caption", "   "], "the caption is empty"),
+        (["--caption", "a dog on the grass"], "no phrase"),
+        (["--caption", "a dog", "--phrase", "cat"], "phrase 'cat' does not occur in the caption"),
+        (["--caption", "a [dog"], "unbalanced square brackets"),
+        (["--caption", "word " * 600 + "[dog]"], "too long for the text encoder"),
+    ],
+)
+def test_predict_bad_text(checkpoint, picture, tmp_path, capsys, extra, message):
+    code, _, err = run_cli(["predict", "--checkpoint", str(checkpoint), "--image", str(picture), "--output", str(tmp_path), *extra], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_predict_bad_files(checkpoint, tmp_path, capsys):
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("this is not a picture")
+    code, _, err = run_cli(["predict", "--checkpoint", str(checkpoint), "--image", str(not_image), "--caption", "a [dog]", "--output", str(tmp_path)], capsys)
+    assert code == 2 and str(not_image) in err and "corrupt or unsupported image" in err
+    code, _, err = run_cli(["predict", "--checkpoint", str(checkpoint), "--image", str(tmp_path / "missing.jpg"), "--caption", "a [dog]", "--output", str(tmp_path)], capsys)
+    assert code == 2 and "missing.jpg: image file not found" in err
+    code, _, err = run_cli(["predict", "--checkpoint", str(tmp_path), "--image", str(not_image), "--caption", "a [dog]", "--output", str(tmp_path)], capsys)
+    assert code == 2 and "not an EPNG checkpoint" in err
