@@ -11,33 +11,43 @@ scale of the clipped grid distance::
 
 ``D`` equals ``clip`` everywhere except in a small neighbourhood of each token (with the
 default ``clip = 2``: 0 on the token itself, 1 at its 4-neighbours, sqrt(2) at its
-diagonals, or 2 there with ``"squared"``).  Both routes below use that fact and never
-hold an (N, N) distance table.
+diagonals, or 2 there with ``"squared"``).  The routes below use that fact; none holds an
+(N, N) distance table: per-grid coordinate and neighbour tables are built once per
+(grid, device) and cached on the module instance.
 
-Routes (``backend``):
+Routes (``backend``); all exact, none holds an O(N^2) tensor outside a fused kernel:
 
 * ``"flex"`` -- ``torch.compile``-d FlexAttention; a ``score_mod`` multiplies each score
-  by ``D[q_idx, kv_idx]``, computed from cached per-grid coordinate tables.  The fused
-  kernel is the only O(N^2) work; forward and backward are exact.  ``head_scale`` is
-  folded into the queries (``q_j * head_scale[j]``), so its gradient flows through the
-  ordinary autograd graph and the ``score_mod`` captures only constants.
-* ``"eager"`` -- exact query-chunked attention: per block of query rows, the logits are
-  one matmul with queries pre-scaled by ``clip * head_scale / sqrt(d_k)`` (this is already
-  the correct logit outside each row's neighbourhood); the few neighbourhood entries are
-  then rescaled in place through a cached (N, K) neighbour table, followed by a plain
-  softmax and the value matmul.  No exponentials are ever subtracted, so there is no
-  cancellation however large the self-similarity.  At most one (B, heads, rows, N) block
-  lives at a time (``max_block_elements``); under autograd each block is checkpointed
-  (recomputed in backward), so training memory stays at the block size too.
+  by ``D[q_idx, kv_idx]``, computed from cached per-grid coordinate tables.  Forward and
+  backward are fused kernels.  ``head_scale`` is folded into the queries
+  (``q_j * head_scale[j]``), so its gradient flows through the ordinary autograd graph and
+  the ``score_mod`` captures only constants.
+* ``"flash"`` (CPU) -- :class:`_FarBandAttention`, an autograd Function.  Queries are
+  pre-scaled by ``clip * head_scale / sqrt(d_k)``, which makes ``q . k`` the exact logit of
+  every key at ``D = clip``.  Per block of query rows, the keys split into a band holding
+  all the rows' neighbours (|n - m| <= w + 1 for clip 2) and the far ranges outside it.
+  PyTorch's fused CPU flash-attention kernel handles the far ranges and returns their
+  log-sum-exp; the band's logits are computed and rescaled at the neighbours explicitly;
+  the parts are merged through their log-sum-exps (a softmax over disjoint key sets:
+  nothing is subtracted, so no cancellation however large the self-similarity).  The
+  backward calls the flash backward kernel with the merged output and log-sum-exp (which
+  makes it exact for each part) and differentiates the band by hand.
+* ``"eager"`` (any device; the fallback) -- query-chunked attention: per block of query
+  rows one matmul with the pre-scaled queries, the few neighbour logits rescaled in place
+  through a cached (N, K) neighbour table, a plain softmax and the value matmul.  Under
+  autograd each block is checkpointed (recomputed in backward).
 * ``"auto"`` (default) -- ``"flex"`` on CUDA (with Triton) when the attention runs in
-  bf16/fp16 (autocast), ``"eager"`` otherwise.  Measured on an H100 (torch 2.11), 76x76
-  grid, C=768, 8 heads, batch 1, attention forward: bf16 flex 0.8 ms vs bf16 eager 5.4 ms,
-  but fp32 flex 45 ms vs fp32 eager 7.4 ms (FlexAttention's fp32 kernel does not use the
-  tensor cores).  On CPU the eager route beat compiled FlexAttention too (0.95 s vs 2.2 s,
-  plus ~25 s of C++ compile), and FlexAttention has no CPU backward.  ``"flex"`` forces
-  the fused kernel (except for CPU forwards needing gradients).  If compiling or running
-  it fails (no compiler, no Triton, ...), the module warns once and stays on the eager
-  route.
+  bf16/fp16 (autocast); ``"flash"`` on CPU; ``"eager"`` otherwise (CUDA float32).
+
+Blocks hold at most ``max_block_elements`` logits (B * heads * rows * keys).  Measured
+(76x76 grid, C=768, 8 heads, batch 1, attention forward): on an H100 (torch 2.11) bf16
+flex 0.8 ms vs bf16 eager 5.4 ms, but fp32 flex 45 ms vs fp32 eager 7.4 ms (the fp32
+FlexAttention kernel does not use the tensor cores); on the 2-core CPU here, one thread,
+"flash" ~1.4 s vs "eager" ~2.8 s vs compiled FlexAttention (forward only) ~2x slower than
+"eager" plus ~25 s of C++ compile.  ``"flex"`` forces the fused kernel (a CPU forward that
+needs gradients still takes "flash": FlexAttention has no CPU backward).  If compiling or
+running it fails (no compiler, no Triton, ...), the module warns once and goes on with
+the exact route of the device.
 
 Dropout: FlexAttention cannot drop attention weights inside the kernel.  So that every
 route computes the same function, ``dropout`` is applied to the concatenated head
@@ -45,8 +55,11 @@ outputs (``A V``, before ``W_O``) during training, on all routes -- not to the a
 weights.  Both have the same expectation; this is a deliberate, documented deviation
 from dropping attention weights.
 
-The flex route is compiled with ``dynamic=False``: every new (batch, grid) shape and
-grad-mode compiles once (seconds on GPU) and dynamo's recompile limit applies.
+The flex route is compiled once per process (``torch.compile(flex_attention,
+dynamic=False)``, created lazily); every new (batch, grid) shape, dtype and grad mode
+compiles once (5-20 s on an H100).  Past dynamo's recompile limit
+(``torch._dynamo.config.cache_size_limit``) dynamo would run FlexAttention un-fused, so
+raise that limit when many shapes are used.
 """
 
 from __future__ import annotations
@@ -74,7 +87,7 @@ __all__ = [
 ]
 
 _DISTANCES = ("euclidean", "squared")
-_BACKENDS = ("auto", "flex", "eager")
+_BACKENDS = ("auto", "flex", "flash", "eager")
 
 
 def _offset_distance(dy: int, dx: int, distance: str) -> float:
@@ -97,6 +110,7 @@ class GridGeometry:
     ys: Tensor  # (N,) float32 row of each token
     nb_index: Tensor  # (N, K) int64
     nb_factor: Tensor  # (N, K) float64, D / clip
+    band: int  # every neighbour n of token m has |n - m| <= band
     score_mod: Callable[..., Tensor]  # FlexAttention score_mod: score * D[q_idx, kv_idx]
 
 
@@ -152,6 +166,7 @@ def build_grid_geometry(
         ys=ys,
         nb_index=nb_index.to(device),
         nb_factor=nb_factor.to(device),
+        band=max(abs(dy * w + dx) for dy, dx, _ in offsets),
         score_mod=_make_score_mod(xs, ys, distance, clip),
     )
 
@@ -175,6 +190,25 @@ def _flex_available(device: torch.device) -> bool:
         return False
 
 
+def _flash_available(device: torch.device) -> bool:
+    """PyTorch's fused CPU flash-attention kernels (forward returning the log-sum-exp, backward)."""
+    ops = torch.ops.aten
+    return device.type == "cpu" and all(
+        hasattr(ops, name)
+        for name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention_for_cpu_backward")
+    )
+
+
+def _rescale_neighbours(t: Tensor, index: Tensor, factor: Tensor) -> Tensor:
+    """In place: t[..., r, index[r, j]] *= factor[r, j].  t (B, H, c, L); index, factor (c, K).
+
+    Out-of-grid slots repeat the row's own index with factor 0, like its real self slot, so
+    duplicate writes agree.  This is both the logit rescaling and its own derivative.
+    """
+    index = index.expand(*t.shape[:2], *index.shape)  # (B, H, c, K)
+    return t.scatter_(-1, index, t.gather(-1, index) * factor.to(t.dtype))
+
+
 def _attend_block(q_blk: Tensor, k_t: Tensor, v: Tensor, nb_index: Tensor, nb_factor: Tensor) -> Tensor:
     """One block of query rows of the eager route.
 
@@ -183,11 +217,100 @@ def _attend_block(q_blk: Tensor, k_t: Tensor, v: Tensor, nb_index: Tensor, nb_fa
     """
     logits = torch.matmul(q_blk, k_t)  # (B, H, c, N): correct wherever D = clip
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # softmax in >= fp32
-    index = nb_index.expand(*logits.shape[:2], *nb_index.shape)  # (B, H, c, K)
-    near = logits.gather(-1, index) * nb_factor.to(logits.dtype)  # (B, H, c, K)
-    logits.scatter_(-1, index, near)  # duplicate (out-of-grid) slots all write 0 at the token itself
+    _rescale_neighbours(logits, nb_index, nb_factor)
     attn = torch.softmax(logits, dim=-1)  # (B, H, c, N)
     return torch.matmul(attn.to(v.dtype), v)  # (B, H, c, d)
+
+
+def _blocks(n: int, rows: int, band: int):
+    """Query blocks [s, e) with their key band [a, b) (all neighbours) and far key ranges."""
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        a, b = max(0, s - band), min(n, e + band)
+        yield s, e, a, b, [(lo, hi) for lo, hi in ((0, a), (b, n)) if hi > lo]
+
+
+class _FarBandAttention(torch.autograd.Function):
+    """The CPU "flash" route: exact LPA attention on pre-scaled queries.
+
+    Per block of query rows, keys split into the band [a, b) that holds every neighbour
+    and the far ranges outside it.  Far keys are all at D = clip, so their logits are just
+    the pre-scaled q . k: PyTorch's fused CPU flash-attention kernel handles them and returns
+    its log-sum-exp.  The band is computed explicitly (logits rescaled at the neighbours).
+    The parts are merged through their log-sum-exps (a softmax over disjoint key sets,
+    nothing subtracted).  Backward: the flash backward kernel, given the merged output and
+    log-sum-exp, yields the exact gradients of each far part; the band is differentiated
+    by hand.  Saved: q, k, v, output, log-sum-exp -- O(N d), no O(N^2) tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, geom: GridGeometry, rows: int) -> Tensor:
+        # q (B, H, N, d) pre-scaled by clip * head_scale / sqrt(d); k, v (B, H, N, d); same dtype.
+        with torch.autocast("cpu", enabled=False):
+            return _FarBandAttention._forward(ctx, q, k, v, geom, rows)
+
+    @staticmethod
+    def _forward(ctx, q: Tensor, k: Tensor, v: Tensor, geom: GridGeometry, rows: int) -> Tensor:
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        n = q.shape[2]
+        acc = torch.promote_types(q.dtype, torch.float32)
+        out = torch.empty_like(q)  # (B, H, N, d)
+        lse = q.new_empty(q.shape[:3], dtype=acc)  # (B, H, N)
+        for s, e, a, b, far in _blocks(n, rows, geom.band):
+            qb = q[:, :, s:e]  # (B, H, c, d)
+            logits = torch.matmul(qb, k[:, :, a:b].transpose(-2, -1)).to(acc)  # (B, H, c, L)
+            _rescale_neighbours(logits, geom.nb_index[s:e] - a, geom.nb_factor[s:e])
+            lse_parts = [torch.logsumexp(logits, dim=-1)]  # each (B, H, c)
+            out_parts = [torch.matmul(torch.softmax(logits, dim=-1).to(v.dtype), v[:, :, a:b])]
+            del logits
+            for lo, hi in far:
+                o, l = flash(qb, k[:, :, lo:hi], v[:, :, lo:hi], 0.0, False, scale=1.0)
+                out_parts.append(o)
+                lse_parts.append(l.to(acc))
+            total = torch.logsumexp(torch.stack(lse_parts), dim=0)  # (B, H, c)
+            blk = sum(torch.exp(l - total).unsqueeze(-1) * o.to(acc) for l, o in zip(lse_parts, out_parts))
+            out[:, :, s:e] = blk
+            lse[:, :, s:e] = total
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.geom, ctx.rows = geom, rows
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        with torch.autocast("cpu", enabled=False):
+            return _FarBandAttention._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad: Tensor):
+        flash_bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+        q, k, v, out, lse = ctx.saved_tensors
+        geom = ctx.geom
+        n = q.shape[2]
+        acc = lse.dtype
+        grad = grad.to(q.dtype)
+        delta = (grad.to(acc) * out.to(acc)).sum(-1)  # (B, H, N): rowsum(dO * O)
+        dq = torch.zeros_like(q, dtype=acc)
+        dk = torch.zeros_like(k, dtype=acc)
+        dv = torch.zeros_like(v, dtype=acc)
+        for s, e, a, b, far in _blocks(n, ctx.rows, geom.band):
+            qb, gb, ob, lb = q[:, :, s:e], grad[:, :, s:e], out[:, :, s:e], lse[:, :, s:e]
+            for lo, hi in far:  # merged O and lse make the kernel's softmax the true one
+                g_q, g_k, g_v = flash_bwd(gb, qb, k[:, :, lo:hi], v[:, :, lo:hi], ob, lb, 0.0, False, scale=1.0)
+                dq[:, :, s:e] += g_q
+                dk[:, :, lo:hi] += g_k
+                dv[:, :, lo:hi] += g_v
+            kb, vb = k[:, :, a:b], v[:, :, a:b]
+            logits = torch.matmul(qb, kb.transpose(-2, -1)).to(acc)  # (B, H, c, L)
+            idx, fac = geom.nb_index[s:e] - a, geom.nb_factor[s:e]
+            _rescale_neighbours(logits, idx, fac)
+            p = torch.exp(logits - lb.unsqueeze(-1))  # (B, H, c, L) true probabilities
+            del logits
+            dv[:, :, a:b] += torch.matmul(p.transpose(-2, -1), gb.to(acc))
+            dp = torch.matmul(gb, vb.transpose(-2, -1)).to(acc)  # (B, H, c, L)
+            ds = _rescale_neighbours(p.mul_(dp.sub_(delta[:, :, s:e].unsqueeze(-1))), idx, fac)
+            dq[:, :, s:e] += torch.matmul(ds, kb.to(acc))
+            dk[:, :, a:b] += torch.matmul(ds.transpose(-2, -1), qb.to(acc))
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None
 
 
 class LocalityPerceptiveAttention(nn.Module):
@@ -200,9 +323,10 @@ class LocalityPerceptiveAttention(nn.Module):
             see the module docstring for why not on the attention weights.
         distance: ``"euclidean"`` (paper) or ``"squared"`` (official code: squared distance).
         clip: upper clip of the distance (paper: 2).
-        backend: ``"auto"`` | ``"flex"`` | ``"eager"`` (see the module docstring).
-        max_block_elements: eager route: the most logits (B * heads * rows * N) held at once;
-            default 2**23 on CPU (32 MiB of fp32 per block), 2**26 on CUDA (fewer launches).
+        backend: ``"auto"`` | ``"flex"`` | ``"flash"`` | ``"eager"`` (see the module docstring).
+        max_block_elements: "flash"/"eager" routes: the most logits one block of query rows
+            holds (B * heads * rows * keys); default 2**23 on CPU (32 MiB of fp32), 2**26 on
+            CUDA (fewer kernel launches).
     """
 
     def __init__(
@@ -268,19 +392,17 @@ class LocalityPerceptiveAttention(nn.Module):
         return geom
 
     def route(self, device: torch.device, needs_grad: bool = False, dtype: torch.dtype = torch.float32) -> str:
-        """The route a forward takes: ``"flex"`` or ``"eager"``.
-
-        ``"auto"``: flex on CUDA (with Triton) for 16-bit attention (bf16/fp16 autocast),
-        eager otherwise -- FlexAttention's float32 kernel is slow (see the module docstring).
-        FlexAttention has no CPU backward, so a CPU forward needing gradients is always eager.
-        """
-        if self.backend == "eager" or self._flex_failed:
+        """The route a forward takes: ``"flex"``, ``"flash"`` or ``"eager"`` (see the module docstring)."""
+        flash = "flash" if _flash_available(device) else "eager"
+        if self.backend == "eager":
             return "eager"
-        if device.type == "cpu" and needs_grad:
-            return "eager"
-        if self.backend == "flex":
-            return "flex"
-        return "flex" if dtype in (torch.float16, torch.bfloat16) and _flex_available(device) else "eager"
+        if self.backend == "flash":
+            return flash
+        if self.backend == "flex" and not self._flex_failed:
+            return flash if device.type == "cpu" and needs_grad else "flex"  # no FlexAttention CPU backward
+        if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and not self._flex_failed:
+            return "flex" if _flex_available(device) else "eager"
+        return flash
 
     def forward(self, x: Tensor, grid_size: tuple[int, int]) -> Tensor:
         """x (B, N = h * w, C) with token index y * w + x -> (B, N, C)."""
@@ -294,10 +416,14 @@ class LocalityPerceptiveAttention(nn.Module):
         v = self.v_proj(x).view(b, n, heads, d).transpose(1, 2)  # (B, H, N, d)
         geom = self.geometry((h, w), x.device)
         needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-        out = None
-        if self.route(x.device, needs_grad, q.dtype) == "flex":
+        route = self.route(x.device, needs_grad, q.dtype)
+        if route == "flex":
             out = self._flex(q, k, v, geom)
-        if out is None:
+            if out is None:  # flex failed (warned once): the device's exact route from now on
+                route = self.route(x.device, needs_grad, q.dtype)
+        if route == "flash":
+            out = self._flash(q, k, v, geom)
+        elif route == "eager":
             out = self._eager(q, k, v, geom)
         out = out.transpose(1, 2).reshape(b, n, c)  # (B, N, C)
         return self.out_proj(self.dropout(out))
@@ -311,27 +437,48 @@ class LocalityPerceptiveAttention(nn.Module):
             raise
         except Exception as err:  # compiler/Triton missing or failing: go on with the exact eager route
             self._flex_failed = True
-            warnings.warn(f"LPA: FlexAttention route unavailable ({type(err).__name__}: {err}); using the eager route")
+            warnings.warn(f"LPA: FlexAttention route unavailable ({type(err).__name__}: {err}); using the exact fallback")
             return None
 
+    def _prescaled_queries(self, q: Tensor, k: Tensor) -> Tensor:
+        """q (B, H, N, d) times clip * head_scale / sqrt(d): then q . k is the logit wherever D = clip."""
+        pre = (self.head_scale * (self.clip / math.sqrt(self.head_dim))).view(1, -1, 1, 1)
+        return (q * pre).to(k.dtype)
+
+    def _block_budget(self, device: torch.device) -> int:
+        return self.max_block_elements or (1 << 26 if device.type == "cuda" else 1 << 23)
+
+    def _flash(self, q: Tensor, k: Tensor, v: Tensor, geom: GridGeometry) -> Tensor:
+        """CPU route (:class:`_FarBandAttention`). q, k, v (B, H, N, d) -> (B, H, N, d)."""
+        b, heads, n, _ = q.shape
+        budget = self._block_budget(q.device)
+        rows = max(64, 6 * geom.band)  # band keys are ~(rows + 2 band) of N: keep their share small
+        while rows > 1 and b * heads * rows * (rows + 2 * geom.band) > budget:
+            rows //= 2
+        q = self._prescaled_queries(q, k)  # strided (B, H, N, d) views are fine for the kernels
+        return _FarBandAttention.apply(q, k, v, geom, min(rows, n))
+
     def _eager(self, q: Tensor, k: Tensor, v: Tensor, geom: GridGeometry) -> Tensor:
-        """Exact query-chunked route. q, k, v (B, H, N, d) -> (B, H, N, d)."""
+        """Exact query-chunked route (any device). q, k, v (B, H, N, d) -> (B, H, N, d)."""
         b, heads, n, d = q.shape
-        pre = (self.head_scale * (self.clip / math.sqrt(d))).view(1, heads, 1, 1)
-        q = (q * pre).to(k.dtype)  # (B, H, N, d): logits come out right wherever D = clip
+        q = self._prescaled_queries(q, k)  # (B, H, N, d)
         k_t = k.transpose(-2, -1)  # (B, H, d, N)
-        budget = self.max_block_elements or (1 << 26 if q.device.type == "cuda" else 1 << 23)
-        rows = max(1, min(n, budget // max(1, b * heads * n)))
+        rows = max(1, min(n, self._block_budget(q.device) // max(1, b * heads * n)))
         use_checkpoint = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-        blocks = []
+        out: Tensor | None = None  # (B, H, N, d), written block by block
         for start in range(0, n, rows):
             sl = slice(start, min(n, start + rows))
             args = (q[:, :, sl], k_t, v, geom.nb_index[sl], geom.nb_factor[sl])
-            if use_checkpoint:
-                blocks.append(checkpoint(_attend_block, *args, use_reentrant=False))
-            else:
-                blocks.append(_attend_block(*args))
-        return torch.cat(blocks, dim=2) if len(blocks) > 1 else blocks[0]
+            blk = checkpoint(_attend_block, *args, use_reentrant=False) if use_checkpoint else _attend_block(*args)
+            if out is None:
+                if sl.stop == n:
+                    return blk
+                # One output buffer: keeping per-block outputs alive between the big transient
+                # blocks fragments the CPU heap (RSS was seen to grow by ~N^2 floats).
+                out = blk.new_empty(b, heads, n, blk.shape[-1])
+            out[:, :, sl] = blk
+        assert out is not None
+        return out
 
 
 # ----------------------------------------------------------------------------------------
