@@ -163,3 +163,19 @@ def test_nonfinite_losses_stop_the_run_with_the_last_good_checkpoint(synth_bench
     events = [json.loads(l)["event"] for l in (out / "log.jsonl").read_text().splitlines()]
     assert events.count("nonfinite_loss") == 3
     assert ckpt.load_latest_checkpoint(out).step == 2
+
+
+def test_ema_is_a_per_step_average_swapped_in_for_evaluation_only():
+    from epng.engine.ema import ModelEMA
+
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema = ModelEMA(model, decay=0.9)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    ema.update(model)  # 0.9 * 1 + 0.1 * 3
+    assert torch.allclose(ema.state_dict()["weight"], torch.full((1, 2), 1.2))
+    with ema.swapped_in(model):
+        assert torch.allclose(model.weight, torch.full((1, 2), 1.2))
+    assert torch.equal(model.weight, torch.full((1, 2), 3.0))  # training weights untouched
