@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "demo": "epng.cli.demo",
     "synth-refer": "epng.cli.synth_refer",
     "res-eval": "epng.cli.res_eval",
+    "bench": "epng.cli.bench",
 }
 
 
