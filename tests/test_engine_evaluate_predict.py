@@ -141,3 +141,13 @@ def test_predict_bad_files(checkpoint, tmp_path, capsys):
     assert code == 2 and "missing.jpg: image file not found" in err
     code, _, err = run_cli(["predict", "--checkpoint", str(tmp_path), "--image", str(not_image), "--caption", "a [dog]", "--output", str(tmp_path)], capsys)
     assert code == 2 and "not an EPNG checkpoint" in err
+
+
+def test_fast_path_through_evaluate_and_predict(synth_bench, checkpoint, picture, tmp_path, capsys):
+    from epng.engine.checkpoint import load_model
+
+    result = evaluate_checkpoint(load_model(checkpoint), synth_bench, "val2017", tmp_path / "eval", batch_size=2, num_workers=0, n_overlays=0, fast=True)
+    assert score_predictions(synth_bench, "val2017", tmp_path / "eval" / "predictions.jsonl") == result["metrics"]
+    code, _, _ = run_cli(["predict", "--checkpoint", str(checkpoint), "--image", str(picture), "--fast",
+                          "--caption", "A [red ball] on the grass.", "--output", str(tmp_path / "pred")], capsys)
+    assert code == 0 and np.asarray(Image.open(tmp_path / "pred" / "mask_00_red_ball.png")).shape == (50, 90)

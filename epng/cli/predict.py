@@ -15,6 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="folder for the mask PNGs and the overlay")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--fast", action="store_true", help="fast inference path: bf16 where native, channels-last, folded BatchNorm")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from epng.predictor import Predictor
     from epng.viz import save_phrase_overlay
 
-    predictor = Predictor.from_pretrained(args.checkpoint, device=args.device, threshold=args.threshold)
+    predictor = Predictor.from_pretrained(args.checkpoint, device=args.device, threshold=args.threshold, fast=args.fast)
     result = predictor.predict(args.image, args.caption, args.phrase or None)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

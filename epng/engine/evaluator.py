@@ -14,6 +14,7 @@ from epng.data.check import image_path
 from epng.data.dataset import PNGDataset, collate_png
 from epng.data.transforms import decode_image_file
 from epng.engine.distributed import DistContext, gather_objects
+from epng.engine.fast_inference import FastEPNG
 from epng.engine.postprocess import binary_masks
 from epng.engine.precision import autocast_for
 from epng.metrics.plots import plot_recall_curves
@@ -35,13 +36,15 @@ def evaluate_loader(
     amp: str = "none",
     on_prediction: PredictionHook | None = None,
     progress: bool = False,
+    fast: FastEPNG | None = None,
 ) -> PNGEvaluator:
     """Score ``model`` on ``dataset`` (this process's shard is what ``loader`` yields).
 
     Every process scores its own samples; the per-phrase IoUs (any number per process)
     are gathered, and every process returns an evaluator holding the whole split
     (``.compute()`` gives the metrics, ``.phrase_arrays()`` the per-phrase IoUs).
-    Phrases without a prediction (e.g. truncated away) score 0 and are counted.
+    Phrases without a prediction (e.g. truncated away) score 0 and are counted. ``fast``:
+    the same model prepared by `FastEPNG`, used instead of ``model``'s plain forward.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -50,9 +53,12 @@ def evaluate_loader(
         if batch["images"].shape[0] == 0:
             continue
         inputs = [batch[k].to(device, non_blocking=True) for k in ("images", "input_ids", "attention_mask", "phrase_token_mask", "phrase_mask")]
-        with autocast_for(amp, device):
-            out = model(*inputs)
-        masks = binary_masks(out.mask_logits, tuple(batch["images"].shape[-2:]), batch["meta"])
+        if fast is not None:
+            mask_logits = fast(*inputs)
+        else:
+            with autocast_for(amp, device):
+                mask_logits = model(*inputs).mask_logits
+        masks = binary_masks(mask_logits, tuple(batch["images"].shape[-2:]), batch["meta"])
         for meta, sample_masks in zip(batch["meta"], masks):
             sample_masks = sample_masks.cpu().numpy()
             for phrase_index, mask in zip(meta["phrase_indices"], sample_masks):
@@ -106,6 +112,7 @@ def evaluate_checkpoint(
     n_overlays: int = 8,
     amp: str = "none",
     mode: str = "strict",
+    fast: bool = False,
 ) -> dict:
     """`epng evaluate`: predictions.jsonl, metrics.json, recall curve and overlays under ``out_dir``."""
     from epng.engine.distributed import init_distributed
@@ -125,7 +132,8 @@ def evaluate_checkpoint(
     )
     writer = PredictionWriter(out_dir, dataset, n_overlays)
     try:
-        evaluator = evaluate_loader(model, loader, dataset, ctx, amp=amp, on_prediction=writer, progress=True)
+        fast_path = FastEPNG(model, copy=False) if fast else None
+        evaluator = evaluate_loader(model, loader, dataset, ctx, amp=amp, on_prediction=writer, progress=True, fast=fast_path)
     finally:
         writer.close()
     metrics = evaluator.compute()
