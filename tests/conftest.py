@@ -275,3 +275,14 @@ def synth_bench(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth_bench")
     generate_benchmark(root, n_train=8, n_val=4, size=64, seed=0, overwrite=True)
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """Small models: one intra-op thread is as fast and does not stall on a shared CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

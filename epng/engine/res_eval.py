@@ -29,7 +29,7 @@ from epng.data.refer_dataset import ReferDataset, collate_refer
 from epng.data.transforms import RESIZE_MODES, as_hw, decode_image_file
 from epng.engine.postprocess import binary_masks
 from epng.engine.precision import autocast_for
-from epng.errors import CheckpointError, ConfigError
+from epng.errors import ConfigError
 from epng.metrics.res_metric import RES_THRESHOLDS, RESMetric, threshold_key
 from epng.metrics.rle import encode_mask
 
