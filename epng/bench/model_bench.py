@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from epng.data.dataset import model_inputs
 from epng.bench.harness import (
     ModuleTimer,
     PeakRSS,
@@ -51,7 +52,6 @@ from epng.bench.harness import (
 
 PATHS = ("plain", "fast")
 TEXT_MODES = ("text", "cached")
-INPUT_KEYS = ("images", "input_ids", "attention_mask", "phrase_token_mask", "phrase_mask")
 
 
 @dataclass
@@ -157,7 +157,7 @@ class PlainPath:
 
     def logits(self, b: dict) -> torch.Tensor:
         with torch.no_grad():
-            return self.model(*(b[k] for k in INPUT_KEYS)).mask_logits
+            return self.model(*model_inputs(b)).mask_logits
 
     def masks(self, b: dict) -> list[torch.Tensor]:
         return self.post(self.logits(b), b)
@@ -211,7 +211,7 @@ class FastPath(PlainPath):
         self.label = "fast (" + ", ".join(p for p in parts if p) + ")"
 
     def logits(self, b: dict) -> torch.Tensor:
-        return self.fast(*(b[k] for k in INPUT_KEYS))
+        return self.fast(*model_inputs(b))
 
     def visual(self, b: dict) -> torch.Tensor:
         return self.fast.encode_visual(b["images"])
@@ -422,7 +422,7 @@ def measure_train(model: torch.nn.Module, cfg: ModelBenchConfig, device: torch.d
         opt = optimizers[name]
         ctx = torch.autocast(device.type, dtype=torch.bfloat16) if variants[name] else torch.autocast(device.type, enabled=False)
         with ctx:
-            out = model(*(b[k] for k in INPUT_KEYS))
+            out = model(*model_inputs(b))
         loss = criterion(out, b["gt_masks"], b["phrase_mask"])["loss"]
         loss.backward()
         opt.step()

@@ -322,6 +322,14 @@ def _merge_load_report(report: DataReport, load_report: LoadReport) -> None:
 # --------------------------------------------------------------------------- collate
 
 
+MODEL_INPUT_KEYS = ("images", "input_ids", "attention_mask", "phrase_token_mask", "phrase_mask")
+
+
+def model_inputs(batch: dict, device: torch.device | str | None = None) -> tuple[torch.Tensor, ...]:
+    """The tensors of a `collate_png` batch that `EPNG.forward` takes, in its order (optionally moved)."""
+    return tuple(batch[k] if device is None else batch[k].to(device, non_blocking=True) for k in MODEL_INPUT_KEYS)
+
+
 def collate_png(samples: Sequence[PNGSample | SkippedSample | None]) -> dict:
     """Batch the samples as docs/DESIGN.md fixes; :class:`SkippedSample` (and ``None``) items
     are dropped and reported under ``"n_skipped"`` and ``"skipped"`` (a list of

@@ -47,8 +47,9 @@ def barrier(ctx: DistContext) -> None:
 
 
 def all_reduce_sum(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum of ``value`` over processes (on this process's device: NCCL only reduces CUDA tensors)."""
     if ctx.enabled:
-        value = value.clone()
+        value = value.to(ctx.device, copy=True)
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value
 

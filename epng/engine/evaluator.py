@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from epng.data.check import image_path
-from epng.data.dataset import PNGDataset, collate_png
+from epng.data.dataset import PNGDataset, collate_png, model_inputs
 from epng.data.transforms import decode_image_file
 from epng.engine.distributed import DistContext, gather_objects
 from epng.engine.fast_inference import FastEPNG
@@ -25,6 +25,31 @@ from epng.viz import save_phrase_overlay
 
 # called with (meta of one sample, its (P, h, w) bool masks on the CPU)
 PredictionHook = Callable[[dict, np.ndarray], None]
+
+
+def dataset_for(model: torch.nn.Module, root: str | Path, split: str, max_length: int | None = None, **kwargs) -> PNGDataset:
+    """The split as ``model`` expects its input: its tokenizer, input size, resize and normalisation
+    (``max_length`` is capped by the text encoder's). ``kwargs`` go to `PNGDataset`."""
+    cfg = model.config
+    limit = cfg.max_text_length if max_length is None else min(max_length, cfg.max_text_length)
+    return PNGDataset(
+        root, split, model.tokenizer, image_size=cfg.image_size, resize=cfg.resize,
+        mean=model.image_mean, std=model.image_std, max_length=limit, **kwargs,
+    )
+
+
+@torch.no_grad()
+def batch_masks(
+    model: torch.nn.Module, batch: dict, device: torch.device, amp: str = "none", fast: FastEPNG | None = None, threshold: float = 0.5
+) -> list[torch.Tensor]:
+    """Per sample of a `collate_png` batch, the (P_b, h, w) bool masks of its real phrases at its original size."""
+    inputs = model_inputs(batch, device)
+    if fast is not None:
+        mask_logits = fast(*inputs)
+    else:
+        with autocast_for(amp, device):
+            mask_logits = model(*inputs).mask_logits
+    return binary_masks(mask_logits, tuple(batch["images"].shape[-2:]), batch["meta"], threshold)
 
 
 @torch.no_grad()
@@ -52,13 +77,7 @@ def evaluate_loader(
     for batch in tqdm(loader, desc="evaluate", disable=not (progress and ctx.is_main), dynamic_ncols=True):
         if batch["images"].shape[0] == 0:
             continue
-        inputs = [batch[k].to(device, non_blocking=True) for k in ("images", "input_ids", "attention_mask", "phrase_token_mask", "phrase_mask")]
-        if fast is not None:
-            mask_logits = fast(*inputs)
-        else:
-            with autocast_for(amp, device):
-                mask_logits = model(*inputs).mask_logits
-        masks = binary_masks(mask_logits, tuple(batch["images"].shape[-2:]), batch["meta"])
+        masks = batch_masks(model, batch, device, amp, fast)
         for meta, sample_masks in zip(batch["meta"], masks):
             sample_masks = sample_masks.cpu().numpy()
             for phrase_index, mask in zip(meta["phrase_indices"], sample_masks):
@@ -121,11 +140,7 @@ def evaluate_checkpoint(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = init_distributed("cuda" if next(model.parameters()).is_cuda else "cpu")
-    cfg = model.config
-    dataset = PNGDataset(
-        data_root, split, model.tokenizer, image_size=cfg.image_size, resize=cfg.resize,
-        mean=model.image_mean, std=model.image_std, max_length=cfg.max_text_length, mode=mode,
-    )
+    dataset = dataset_for(model, data_root, split, mode=mode)
     loader = DataLoader(
         dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), ctx.world_size, ctx.rank),
         num_workers=num_workers, collate_fn=collate_png,

@@ -62,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from epng.data.dataset import model_inputs
 from epng.engine.postprocess import binary_masks
 from epng.errors import ConfigError
 
@@ -418,7 +419,7 @@ class FastEPNG:
 
     def run_batch(self, batch: dict) -> Tensor:
         """Mask logits of a `collate_png` batch."""
-        return self(*(batch[k] for k in ("images", "input_ids", "attention_mask", "phrase_token_mask", "phrase_mask")))
+        return self(*model_inputs(batch))
 
     @staticmethod
     def masks(mask_logits: Tensor, input_size: Sequence[int], meta: list[dict], threshold: float = 0.5) -> list[Tensor]:
@@ -442,6 +443,6 @@ def _compiler(mode: str | None, device: torch.device) -> Callable[[nn.Module], C
 def plain_forward(model: nn.Module, batch: dict) -> Tensor:
     """The plain path the fast one is measured against: fp32, ``torch.no_grad``, the model's own head."""
     with torch.no_grad():
-        out = model(*(batch[k] for k in ("images", "input_ids", "attention_mask", "phrase_token_mask", "phrase_mask")))
+        out = model(*model_inputs(batch))
     return out.mask_logits
 

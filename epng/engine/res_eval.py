@@ -27,8 +27,7 @@ from tqdm import tqdm
 from epng.data.refer import STANDARD_PAIRS, ReferData, ReferReport, refer_layout, resolve_names
 from epng.data.refer_dataset import ReferDataset, collate_refer
 from epng.data.transforms import RESIZE_MODES, as_hw, decode_image_file
-from epng.engine.postprocess import binary_masks
-from epng.engine.precision import autocast_for
+from epng.engine.evaluator import batch_masks
 from epng.errors import ConfigError
 from epng.metrics.res_metric import RES_THRESHOLDS, RESMetric, threshold_key
 from epng.metrics.rle import encode_mask
@@ -150,11 +149,7 @@ def evaluate_res(
             dataset.note_skipped(batch)
             if batch["images"].shape[0] == 0:
                 continue
-            inputs = [batch[k].to(device, non_blocking=True)
-                      for k in ("images", "input_ids", "attention_mask", "phrase_token_mask", "phrase_mask")]
-            with autocast_for(amp, device):
-                out = model(*inputs)
-            masks = binary_masks(out.mask_logits, tuple(batch["images"].shape[-2:]), batch["meta"], threshold)
+            masks = batch_masks(model, batch, device, amp, threshold=threshold)
             for meta, mask in zip(batch["meta"], masks):
                 i = int(meta["narrative"])
                 e = dataset.expressions[i]

@@ -19,12 +19,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from epng.data.dataset import PNGDataset, collate_png
+from epng.data.dataset import PNGDataset, collate_png, model_inputs
 from epng.engine import checkpoint as ckpt
 from epng.engine.config import save_config
-from epng.engine.distributed import DistContext, all_reduce_sum, barrier, cleanup, init_distributed
+from epng.engine.distributed import DistContext, all_reduce_sum, barrier, cleanup, gather_objects, init_distributed
 from epng.engine.ema import ModelEMA
-from epng.engine.evaluator import evaluate_loader
+from epng.engine.evaluator import dataset_for, evaluate_loader
 from epng.engine.precision import autocast_for
 from epng.engine.sampler import ResumableSampler, ShardSampler
 from epng.errors import ConfigError, EPNGError
@@ -48,22 +48,6 @@ def lr_at(step: int, steps_per_epoch: int, optim: DictConfig) -> float:
     return lr
 
 
-def dataset_for(model: EPNG, root: str, split: str, data: DictConfig, **kwargs) -> PNGDataset:
-    """The split as ``model`` expects its input: its tokenizer, input size and normalisation."""
-    return PNGDataset(
-        root,
-        split,
-        tokenizer=model.tokenizer,
-        image_size=model.config.image_size,
-        resize=model.config.resize,
-        mean=model.image_mean,
-        std=model.image_std,
-        max_length=min(data.max_length, model.config.max_text_length),
-        mode=data.on_bad_sample,
-        **kwargs,
-    )
-
-
 def build_loader(dataset: PNGDataset, batch_size: int, sampler, num_workers: int, seed: int) -> DataLoader:
     # The loader gets its own generator so that making an iterator never draws from the global
     # RNG: a resumed run then consumes exactly the random numbers of an uninterrupted one.
@@ -81,10 +65,6 @@ def build_loader(dataset: PNGDataset, batch_size: int, sampler, num_workers: int
 
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-
-
-def model_inputs(batch: dict) -> tuple[torch.Tensor, ...]:
-    return (batch["images"], batch["input_ids"], batch["attention_mask"], batch["phrase_token_mask"], batch["phrase_mask"])
 
 
 class JsonlLog:
@@ -122,8 +102,9 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
     overrides = {**OmegaConf.to_container(cfg.model.overrides), "image_size": cfg.data.image_size, "resize": cfg.data.resize}
     model: EPNG = build_epng(cfg.model.preset, **overrides).to(device)
     criterion = EPNGCriterion.from_config(model.config)
-    train_set = dataset_for(model, cfg.data.root, cfg.data.train_split, cfg.data)
-    val_set = dataset_for(model, cfg.data.root, cfg.data.val_split, cfg.data, max_narratives=cfg.data.val_max_narratives)
+    data = dict(mode=cfg.data.on_bad_sample, max_length=cfg.data.max_length)
+    train_set = dataset_for(model, cfg.data.root, cfg.data.train_split, **data)
+    val_set = dataset_for(model, cfg.data.root, cfg.data.val_split, max_narratives=cfg.data.val_max_narratives, **data)
     sampler = ResumableSampler(train_set, ctx.world_size, ctx.rank, seed=cfg.run.seed)
     val_sampler = ShardSampler(len(val_set), ctx.world_size, ctx.rank)
     batches_per_epoch = math.ceil(sampler.num_samples / cfg.optim.batch_size)
@@ -164,7 +145,7 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
     writer = _tensorboard(out, cfg) if ctx.is_main else None
 
     def save(tag_step: int) -> Path | None:
-        rngs = _gather_rng(ctx)
+        rngs = gather_objects(ckpt.rng_state(), ctx)  # every process's RNG states
         if not ctx.is_main:
             barrier(ctx)
             return None
@@ -221,7 +202,7 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
                 with autocast_for(cfg.optim.amp, device):
                     outputs = ddp(*model_inputs(batch))
                 losses = criterion(outputs, batch["gt_masks"], batch["phrase_mask"], count_reducer)
-                if all_reduce_sum(torch.isfinite(losses["loss"]).float().cpu(), ctx).item() < ctx.world_size:
+                if all_reduce_sum(torch.isfinite(losses["loss"]).float(), ctx).item() < ctx.world_size:
                     bad_in_a_row += 1
                     optimizer.zero_grad(set_to_none=True)
                     micro = 0
@@ -288,12 +269,6 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
         writer.close()
     barrier(ctx)
     return {"step": step, "best_ar": best_ar, **last_metrics}
-
-
-def _gather_rng(ctx: DistContext) -> list[dict]:
-    from epng.engine.distributed import gather_objects
-
-    return gather_objects(ckpt.rng_state(), ctx)
 
 
 def _tensorboard(out: Path, cfg: DictConfig):
