@@ -14,18 +14,19 @@ def probabilities_at_original_size(
 ) -> torch.Tensor:
     """(P, h4, w4) logits of one sample -> (P, h, w) probabilities at the original resolution.
 
-    The probability map covers the network input (``input_size``); the image occupies
-    its top-left ``valid_size`` (the rest is padding). One bilinear resize maps the
-    map so that the valid part lands exactly on ``orig_size``, then the padding is
-    cropped off. With a square (stretch) resize ``valid_size == input_size`` and this
-    is a plain resize to ``orig_size``.
+    The map covers the network input (``input_size``); the image occupies its top-left
+    ``valid_size`` (the rest is padding). One bilinear resize maps the map so that the
+    valid part lands exactly on ``orig_size``, then the padding is cropped off. With a
+    square (stretch) resize ``valid_size == input_size`` and this is a plain resize to
+    ``orig_size``. The *logits* are resized and then squashed, exactly as the BCE and Dice
+    losses see them in training; resizing probabilities instead would move every boundary
+    towards the side with the smaller |logit| (a systematic dilation of confident masks).
     """
     (in_h, in_w), (valid_h, valid_w), (h, w) = input_size, valid_size, orig_size
     full_h = max(round(h * in_h / valid_h), h)
     full_w = max(round(w * in_w / valid_w), w)
-    probs = torch.sigmoid(mask_logits.float())[None]  # (1, P, h4, w4)
-    probs = F.interpolate(probs, size=(full_h, full_w), mode="bilinear", align_corners=False)
-    return probs[0, :, :h, :w]
+    logits = F.interpolate(mask_logits.float()[None], size=(full_h, full_w), mode="bilinear", align_corners=False)
+    return torch.sigmoid(logits[0, :, :h, :w])  # (P, h, w)
 
 
 def binary_masks(
