@@ -143,6 +143,19 @@ def test_each_fp32_option_alone_matches(model):
         assert (out - ref).abs().max().item() < 1e-5, kwargs
 
 
+def test_fp32_fast_path_matches_plain_with_the_fpn_head():
+    torch.manual_seed(0)
+    model = EPNG(EPNGConfig(**SMALL, mask_head="fpn")).eval()
+    batch = make_batch(model)
+    fast = FastEPNG(model, dtype="fp32")
+    assert not fast.report.stride16_head
+    v = fast.encode_visual(batch["images"])
+    assert [f.shape[-1] for f in v.fine] == [SIZE // 8, SIZE // 4]  # P3, P2
+    out, ref = fast.run_batch(batch), plain_forward(model, batch)
+    assert out.shape == ref.shape == (2, 3, SIZE // 4, SIZE // 4)
+    assert (out.sigmoid() - ref.sigmoid()).abs().max().item() < 1e-5
+
+
 @pytest.mark.parametrize("seed", [1, 3])
 def test_bf16_masks_agree_on_995_percent_of_pixels(fresh_model, seed):
     model = fresh_model
@@ -163,9 +176,9 @@ def test_stages_compose_to_the_call(model):
     batch = make_batch(model, batch_size=1)
     fast = FastEPNG(model, dtype="fp32")
     v = fast.encode_visual(batch["images"])
-    assert v.shape == (1, model.config.d_model, SIZE // 16, SIZE // 16)
+    assert v.fused.shape == (1, model.config.d_model, SIZE // 16, SIZE // 16) and v.fine == ()
     ph = fast.encode_text(batch["input_ids"], batch["attention_mask"], batch["phrase_token_mask"], batch["phrase_mask"])
-    c = fast.communicate(v, ph, batch["phrase_mask"])
+    c = fast.communicate(v.fused, ph, batch["phrase_mask"])
     logits = fast.head(c, ph)
     assert torch.equal(logits, fast.run_batch(batch))
     assert logits.shape == (1, 3, SIZE // 4, SIZE // 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from epng.model import EPNGConfig
@@ -48,7 +49,8 @@ def test_sample_without_phrases_is_finite_and_gets_no_cross_attention():
 
 
 def test_head_is_phrase_kernels_over_bilinear_x4():
-    head = DenseHead()
+    head = DenseHead(EPNGConfig())
+    assert head.upsampler is None
     with torch.no_grad():
         head.bias.fill_(0.5)
     visual, phrases = torch.randn(1, 6, 2, 3), torch.randn(1, 2, 6)
@@ -58,3 +60,24 @@ def test_head_is_phrase_kernels_over_bilinear_x4():
     expected = torch.nn.functional.interpolate(low, scale_factor=4, mode="bilinear", align_corners=False) + 0.5
     assert torch.allclose(out.mask_logits, expected, atol=1e-5)  # = Up4(F_N * F)
     assert upsample_logits(out.mask_logits, (32, 48)).shape == (1, 2, 32, 48)
+
+
+def test_fpn_head_refines_through_p3_and_p2():
+    torch.manual_seed(0)
+    head = DenseHead(EPNGConfig(fpn_channels=4, num_heads=4, mask_head="fpn"))  # C = 12
+    up = head.upsampler
+    visual, phrases = torch.randn(2, 12, 2, 3), torch.randn(2, 5, 12)
+    fine = (torch.randn(2, 4, 4, 6), torch.randn(2, 4, 8, 12))  # P3, P2
+    out = head(visual, phrases, fine)
+    x = visual
+    for skip, lat, (conv, norm, _) in zip(fine, up.lateral, up.refine):
+        x = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        x = x + torch.nn.functional.conv2d(skip, lat.weight, lat.bias)
+        x = torch.nn.functional.conv2d(x, conv.weight, padding=1)
+        x = torch.nn.functional.group_norm(x, norm.num_groups, norm.weight, norm.bias).relu()
+    x = torch.nn.functional.conv2d(x, up.out.weight, up.out.bias)
+    assert norm.num_groups == 4  # gcd(32, 12)
+    assert torch.allclose(out.pixel_embed, x, atol=1e-5) and out.pixel_embed.shape == (2, 12, 8, 12)
+    assert torch.allclose(out.mask_logits, torch.einsum("bpc,bchw->bphw", phrases, x), atol=1e-5)
+    with pytest.raises(ValueError, match="2 finer FPN maps"):
+        head(visual, phrases, fine[:1])

@@ -33,6 +33,7 @@ def test_json_round_trip(tmp_path):
         ("text_weights", "maybe"),
         ("text_layers", "first"),
         ("lpa_distance", "manhattan"),
+        ("mask_head", "deconv"),
         ("num_heads", 7),  # 768 % 7 != 0
         ("dropout", 1.0),
         ("trainable_stages", -1),

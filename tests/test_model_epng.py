@@ -133,7 +133,7 @@ def test_paper_preset_shapes_without_download():
     ptm = torch.tensor([[[False, True, True, False]]])
     with torch.no_grad():
         images = torch.randn(1, 3, 640, 640)
-        fused = model.visual_encoder(images)
+        fused = model.visual_encoder(images).fused
         out = model(images, ids, torch.ones_like(ids), ptm, torch.ones(1, 1, dtype=torch.bool))
     assert fused.shape == (1, 768, 40, 40)
     assert out.mask_logits.shape == (1, 1, 160, 160) and out.pixel_embed.shape == (1, 768, 160, 160)

@@ -26,19 +26,38 @@ def test_fused_map_is_stride_16_with_three_fpn_levels(size, grid):
     enc = VisualEncoder(cfg()).eval()
     with torch.no_grad():
         out = enc(torch.randn(2, 3, *size))
-    assert out.shape == (2, 24, *grid)
+    assert out.fused.shape == (2, 24, *grid) and out.fine == ()
 
 
 def test_fusion_is_avgpool_p3_p4_bilinear_p5():
     enc = VisualEncoder(cfg()).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        out = enc(x)
+        out = enc(x).fused
         p3, p4, p5 = enc.fpn(dict(zip("abc", enc.body(x)))).values()
     assert torch.allclose(out[:, :8], torch.nn.functional.avg_pool2d(p3, 2))
     assert torch.equal(out[:, 8:16], p4)
     up = torch.nn.functional.interpolate(p5, scale_factor=2, mode="bilinear", align_corners=False)
     assert torch.allclose(out[:, 16:], up)
+
+
+def test_fpn_head_adds_stride_4_level_and_leaves_the_fused_map_alone():
+    torch.manual_seed(0)
+    paper, fine = VisualEncoder(cfg()).eval(), VisualEncoder(cfg(mask_head="fpn")).eval()
+    assert fine.body.feature_info.reduction() == [4, 8, 16, 32]
+    paper.body.load_state_dict(fine.body.state_dict())
+    own = fine.fpn.state_dict()
+    # the paper FPN's level i is level i + 1 of the four-level one (inner/layer blocks)
+    paper.fpn.load_state_dict(
+        {k: own[k.replace(f"blocks.{k.split('.')[1]}", f"blocks.{int(k.split('.')[1]) + 1}")] for k in paper.fpn.state_dict()}
+    )
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        a, b = paper(x), fine(x)
+        p2, p3 = list(fine.fpn(dict(zip("abcd", fine.body(x)))).values())[:2]
+    assert torch.allclose(a.fused, b.fused, atol=1e-6)
+    assert [t.shape for t in b.fine] == [(1, 8, 8, 12), (1, 8, 16, 24)]
+    assert torch.equal(b.fine[0], p3) and torch.equal(b.fine[1], p2)
 
 
 def test_resnet_last_two_stages_train_and_frozen_batchnorm_stays_in_eval():
@@ -50,7 +69,7 @@ def test_resnet_last_two_stages_train_and_frozen_batchnorm_stays_in_eval():
     assert not enc.body.bn1.training and not enc.body.layer2[0].bn1.training
     assert enc.body.layer3[0].bn1.training
     stats = enc.body.layer1[0].bn1.running_mean.clone()
-    enc(torch.randn(2, 3, 64, 64)).square().mean().backward()
+    enc(torch.randn(2, 3, 64, 64)).fused.square().mean().backward()
     assert torch.equal(stats, enc.body.layer1[0].bn1.running_mean)  # frozen BN: no statistics update
     assert all(p.grad is None for n, p in enc.body.named_parameters() if n in frozen)
     assert all(p.grad is not None for n, p in enc.body.named_parameters() if n in trainable)

@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -49,6 +50,9 @@ from epng.bench.harness import (
     sync,
     time_interleaved,
 )
+
+if TYPE_CHECKING:
+    from epng.model.visual_encoder import VisualFeatures
 
 PATHS = ("plain", "fast")
 TEXT_MODES = ("text", "cached")
@@ -163,7 +167,7 @@ class PlainPath:
         return self.post(self.logits(b), b)
 
     # stages
-    def visual(self, b: dict) -> torch.Tensor:
+    def visual(self, b: dict) -> VisualFeatures:
         with torch.no_grad():
             return self.model.visual_encoder(b["images"])
 
@@ -175,9 +179,9 @@ class PlainPath:
         with torch.no_grad():
             return self.model.communicator(visual, phrases, b["phrase_mask"])
 
-    def head(self, visual: torch.Tensor, phrases: torch.Tensor) -> torch.Tensor:
+    def head(self, visual: torch.Tensor, phrases: torch.Tensor, fine: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
         with torch.no_grad():
-            return self.model.head(visual, phrases).mask_logits
+            return self.model.head(visual, phrases, fine).mask_logits
 
     def post(self, logits: torch.Tensor, b: dict) -> list[torch.Tensor]:
         with torch.no_grad():
@@ -213,7 +217,7 @@ class FastPath(PlainPath):
     def logits(self, b: dict) -> torch.Tensor:
         return self.fast(*model_inputs(b))
 
-    def visual(self, b: dict) -> torch.Tensor:
+    def visual(self, b: dict) -> VisualFeatures:
         return self.fast.encode_visual(b["images"])
 
     def text(self, b: dict) -> torch.Tensor:
@@ -222,8 +226,8 @@ class FastPath(PlainPath):
     def communicator(self, visual: torch.Tensor, phrases: torch.Tensor, b: dict) -> torch.Tensor:
         return self.fast.communicate(visual, phrases, b["phrase_mask"])
 
-    def head(self, visual: torch.Tensor, phrases: torch.Tensor) -> torch.Tensor:
-        return self.fast.head(visual, phrases)
+    def head(self, visual: torch.Tensor, phrases: torch.Tensor, fine: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
+        return self.fast.head(visual, phrases, fine)
 
     def post(self, logits: torch.Tensor, b: dict) -> list[torch.Tensor]:
         return self.fast.masks(logits, b["images"].shape[-2:], b["meta"])
@@ -323,8 +327,8 @@ def measure_stages(paths: dict[str, PlainPath], b: dict, cfg: ModelBenchConfig, 
         path.clear_text_cache()
         v = path.visual(b)
         ph = path.text(b)
-        c = path.communicator(v, ph, b)
-        lg = path.head(c, ph)
+        c = path.communicator(v.fused, ph, b)
+        lg = path.head(c, ph, v.fine)
         layers = list(getattr(path.communicator_module, "layers", []))
         groups = {g: [getattr(layer, g) for layer in layers if hasattr(layer, g)] for g in ("lpa", "cross", "ffn")}
         timer = ModuleTimer(groups, device)
@@ -334,7 +338,7 @@ def measure_stages(paths: dict[str, PlainPath], b: dict, cfg: ModelBenchConfig, 
         def comm(path=path, v=v, ph=ph, timer=timer, rounds=rounds):
             timer.reset()
             with timer:
-                path.communicator(v, ph, b)
+                path.communicator(v.fused, ph, b)
             if all(timer.calls().values()):
                 rounds.append(timer.seconds())
 
@@ -342,7 +346,7 @@ def measure_stages(paths: dict[str, PlainPath], b: dict, cfg: ModelBenchConfig, 
         fns[f"{name}/text"] = lambda path=path: path.text(b)
         setup[f"{name}/text"] = path.clear_text_cache
         fns[f"{name}/communicator"] = comm
-        fns[f"{name}/head"] = lambda path=path, c=c, ph=ph: path.head(c, ph)
+        fns[f"{name}/head"] = lambda path=path, c=c, ph=ph, v=v: path.head(c, ph, v.fine)
         fns[f"{name}/postprocess"] = lambda path=path, lg=lg: path.post(lg, b)
     timed = time_interleaved(
         fns, repeats=cfg.repeats, warmup=cfg.warmup, device=device, max_seconds=cfg.max_case_seconds, setup=setup
@@ -382,12 +386,12 @@ def measure_flops(paths: dict[str, PlainPath], b: dict) -> dict:
             path.clear_text_cache()
             v = path.visual(one)
             ph = path.text(one)
-            c = path.communicator(v, ph, one)
+            c = path.communicator(v.fused, ph, one)
             stages["visual"] = count_flops(lambda: path.visual(one))
             path.clear_text_cache()
             stages["text"] = count_flops(lambda: path.text(one))
-            stages["communicator"] = count_flops(lambda: path.communicator(v, ph, one))
-            stages["head"] = count_flops(lambda: path.head(c, ph))
+            stages["communicator"] = count_flops(lambda: path.communicator(v.fused, ph, one))
+            stages["head"] = count_flops(lambda: path.head(c, ph, v.fine))
         finally:
             if saved is not None:
                 fast._visual.compiled, fast._comm.compiled = saved

@@ -28,12 +28,13 @@ fp32 path by ``tests/test_fast_inference.py``):
   the exact query-chunked eager route otherwise; its grid geometry is cached per grid
   and built here ahead of the first call); the phrase cross-attention is already
   ``scaled_dot_product_attention``.
-* **dense head at stride 16**: a 1x1 phrase kernel commutes with bilinear upsampling,
-  so the phrase logits are computed on the (h/16, w/16) map and only the (B, P) logit
-  maps are upsampled x4 -- never the (B, C, h/4, w/4) pixel features.  Same numbers as
-  `DenseHead` up to float rounding.
-* **post-processing on the device** (:meth:`FastEPNG.masks`): sigmoid at stride 4, one
-  bilinear resize straight to the original size, threshold -- the code of
+* **dense head at stride 16** (paper head): a 1x1 phrase kernel commutes with bilinear
+  upsampling, so the phrase logits are computed on the (h/16, w/16) map and only the
+  (B, P) logit maps are upsampled x4 -- never the (B, C, h/4, w/4) pixel features.  Same
+  numbers as `DenseHead` up to float rounding.  (A ``"fpn"`` head needs its stride-4
+  features: its upsampler runs under autocast, the phrase kernels in fp32.)
+* **post-processing on the device** (:meth:`FastEPNG.masks`): one bilinear resize of the
+  stride-4 logits straight to the original size, sigmoid, threshold -- the code of
   `epng.engine.postprocess.binary_masks`, so masks are the plain path's.
 * **torch.compile** (``compile=True``; scopes ``"visual"`` and/or ``"communicator"``):
   inductor with weight freezing (``options={"freezing": True}``) unless a ``compile_mode``
@@ -65,6 +66,7 @@ from torch import Tensor, nn
 from epng.data.dataset import model_inputs
 from epng.engine.postprocess import binary_masks
 from epng.errors import ConfigError
+from epng.model.visual_encoder import VisualFeatures
 
 __all__ = ["FastEPNG", "FastReport", "bf16_supported", "fold_conv_bn", "resolve_dtype", "COMPILE_SCOPES"]
 
@@ -316,9 +318,7 @@ class FastEPNG:
             if text_bf16:  # the frozen transformer in bf16 (its cache keeps fp32 copies of bf16 results)
                 self.model.text_encoder.model.to(torch.bfloat16)
 
-        from epng.model.head import DenseHead
-
-        self._stride16_head = type(self.model.head) is DenseHead
+        self._stride16_head = self.model.head.upsampler is None  # the paper's bilinear head
         self._warm_lpa_geometry()
         comp = _compiler(compile_mode, self.device) if compile else None
         scopes = list(compile_scopes) if compile else []
@@ -374,8 +374,9 @@ class FastEPNG:
 
     # ------------------------------------------------------------------ stages
 
-    def encode_visual(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) normalised float images -> fused map (B, C, H/16, W/16) (bf16 in bf16 mode)."""
+    def encode_visual(self, images: Tensor) -> VisualFeatures:
+        """(B, 3, H, W) normalised float images -> `VisualFeatures`: fused map (B, C, H/16, W/16)
+        [+ finer FPN maps for a ``"fpn"`` head] (bf16 in bf16 mode)."""
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         with torch.inference_mode(), self._autocast():
             images = images.to(self.device, non_blocking=True)
@@ -398,15 +399,18 @@ class FastEPNG:
         with torch.inference_mode(), self._autocast():
             return self._comm(visual, phrases, phrase_mask.to(self.device, non_blocking=True).bool())
 
-    def head(self, visual: Tensor, phrases: Tensor) -> Tensor:
-        """Phrase mask logits (B, P, H/4, W/4) in fp32: 1x1 phrase kernels on the stride-16 map,
-        then x4 bilinear upsampling of the (B, P) logit maps only."""
+    def head(self, visual: Tensor, phrases: Tensor, fine: tuple[Tensor, ...] = ()) -> Tensor:
+        """Phrase mask logits (B, P, H/4, W/4) in fp32. Paper head: 1x1 phrase kernels on the
+        stride-16 map, then x4 bilinear upsampling of the (B, P) logit maps only. ``"fpn"``
+        head: its upsampler under autocast (bf16 mode), the phrase kernels in fp32."""
+        head = self.model.head
         with torch.inference_mode():
-            if not self._stride16_head:  # a head we do not know: run it as it is
-                with self._autocast():
-                    return self.model.head(visual, phrases).mask_logits.float()
-            logits = torch.einsum("bpc,bchw->bphw", phrases.float(), visual.float()) + self.model.head.bias.float()
-            return F.interpolate(logits, scale_factor=4, mode="bilinear", align_corners=False)
+            if self._stride16_head:
+                logits = torch.einsum("bpc,bchw->bphw", phrases.float(), visual.float()) + head.bias.float()
+                return F.interpolate(logits, scale_factor=4, mode="bilinear", align_corners=False)
+            with self._autocast():
+                pixels = head.upsampler(visual, fine)  # (B, C, H/4, W/4)
+            return torch.einsum("bpc,bchw->bphw", phrases.float(), pixels.float()) + head.bias.float()
 
     def __call__(
         self, images: Tensor, input_ids: Tensor, attention_mask: Tensor, phrase_token_mask: Tensor, phrase_mask: Tensor
@@ -414,8 +418,8 @@ class FastEPNG:
         """The `EPNG` inputs -> phrase mask logits (B, P, H/4, W/4), fp32, on the device."""
         visual = self.encode_visual(images)
         phrases = self.encode_text(input_ids, attention_mask, phrase_token_mask, phrase_mask)
-        visual = self.communicate(visual, phrases, phrase_mask)
-        return self.head(visual, phrases)
+        fused = self.communicate(visual.fused, phrases, phrase_mask)
+        return self.head(fused, phrases, visual.fine)
 
     def run_batch(self, batch: dict) -> Tensor:
         """Mask logits of a `collate_png` batch."""

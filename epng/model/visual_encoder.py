@@ -3,12 +3,15 @@
 ``F_v = concat[Down2(P3), P4, Up2(P5)]`` (spec section 1) with Down2 = 2x2 average pooling
 and Up2 = bilinear upsampling (both resample to P4's exact grid, so inputs whose sides are
 not multiples of 32 still line up). The concat has ``C = 3 * fpn_channels`` channels.
+With ``mask_head="fpn"`` the backbone's stride-4 level joins the FPN too, and the finer
+maps (P3, P2) travel on to the head; P3..P5 are unchanged by it (the FPN is top-down).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from typing import NamedTuple
 
 import timm
 import torch
@@ -113,23 +116,33 @@ def load_backbone_weights(body: nn.Module, config: EPNGConfig, state: dict[str, 
     body.load_state_dict({k: state[k] for k in own})
 
 
+class VisualFeatures(NamedTuple):
+    """The visual encoder's output: the fused map the communicator reads, and the finer
+    FPN maps a ``"fpn"`` mask head adds back (empty for the paper's head)."""
+
+    fused: Tensor  # (B, C, H/16, W/16)
+    fine: tuple[Tensor, ...] = ()  # "fpn" head: P3 (B, fpn, H/8, W/8), P2 (B, fpn, H/4, W/4)
+
+
 class VisualEncoder(nn.Module):
-    """Images (B, 3, H, W) -> fused visual map (B, C, H/16, W/16), C = 3 * fpn_channels."""
+    """Images (B, 3, H, W) -> `VisualFeatures`: fused map (B, C, H/16, W/16), C = 3 * fpn_channels."""
 
     def __init__(self, config: EPNGConfig) -> None:
         super().__init__()
+        strides = [4, 8, 16, 32] if config.mask_head == "fpn" else [8, 16, 32]
         try:
             self.body = timm.create_model(
                 config.backbone,
                 pretrained=config.backbone_weights == "timm",
                 features_only=True,
-                out_indices=(-3, -2, -1),
+                out_indices=tuple(range(-len(strides), 0)),
             )
         except RuntimeError as err:  # timm: "Unknown model" / no pretrained weights
             raise ConfigError(f"EPNGConfig.backbone={config.backbone!r}: {err}") from err
         reductions = self.body.feature_info.reduction()
-        if list(reductions) != [8, 16, 32]:
-            raise ConfigError(f"backbone {config.backbone} gives strides {reductions}, EPNG needs 8, 16, 32")
+        if list(reductions) != strides:
+            needs = ", ".join(map(str, strides))
+            raise ConfigError(f"backbone {config.backbone} gives strides {reductions}, EPNG needs {needs}")
         if config.backbone_weights not in ("none", "timm"):
             load_backbone_weights(self.body, config)
         self.fpn = FeaturePyramidNetwork(self.body.feature_info.channels(), config.fpn_channels)
@@ -171,10 +184,11 @@ class VisualEncoder(nn.Module):
             module.eval()
         return self
 
-    def forward(self, images: Tensor) -> Tensor:
-        c3, c4, c5 = self.body(images)  # strides 8, 16, 32
-        p3, p4, p5 = self.fpn(OrderedDict(p3=c3, p4=c4, p5=c5)).values()  # (B, fpn, H/8|16|32, W/8|16|32)
+    def forward(self, images: Tensor) -> VisualFeatures:
+        levels = self.body(images)  # strides ([4,] 8, 16, 32)
+        *fine, p3, p4, p5 = self.fpn(OrderedDict((f"p{i}", c) for i, c in enumerate(levels))).values()
         size = p4.shape[-2:]
         down = F.adaptive_avg_pool2d(p3, size)  # = 2x2 average pooling when H, W are multiples of 32
         up = F.interpolate(p5, size=size, mode="bilinear", align_corners=False)
-        return torch.cat([down, p4, up], dim=1)  # (B, C, H/16, W/16)
+        fused = torch.cat([down, p4, up], dim=1)  # (B, C, H/16, W/16)
+        return VisualFeatures(fused, (p3, *fine) if fine else ())
