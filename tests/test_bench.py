@@ -107,7 +107,8 @@ def test_machine_info_and_table():
 def test_cli_registered():
     parser = build_parser()
     args = parser.parse_args(["bench", "--fast", "--device", "cpu", "--orig-size", "240x320"])
-    assert args.fast and args.orig_size == (240, 320) and args.preset == "epng_r101_bert"
+    assert args.fast and args.orig_size == (240, 320) and args.preset == "epng_r101_bert" and not args.text_bf16
+    assert parser.parse_args(["bench", "--fast", "--text-bf16"]).text_bf16
 
 
 def test_bench_end_to_end_tiny(tmp_path, capsys):
@@ -115,7 +116,7 @@ def test_bench_end_to_end_tiny(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = main([
         "bench", "--preset", "epng_lite0_minilm", "--image-size", "64", "--orig-size", "48x80",
-        "--fast", "--repeats", "1", "--warmup", "0", "--throughput-batch", "2", "--phrases", "2", "--tokens", "12",
+        "--fast", "--text-bf16", "--repeats", "1", "--warmup", "0", "--throughput-batch", "2", "--phrases", "2", "--tokens", "12",
         "--train", "--no-memory", "--json", str(out),
     ])
     assert rc == 0
@@ -133,7 +134,9 @@ def test_bench_end_to_end_tiny(tmp_path, capsys):
     assert {"visual", "text", "communicator", "head", "postprocess", "communicator.lpa", "communicator.ffn"} <= set(stages)
     fl = res["flops"]
     assert fl["plain"]["total_text"] > fl["plain"]["total_cached"] > 0
-    assert not res["fast_report"]["stride16_head"]  # the compact preset's "fpn" head: the same work on both paths
+    rep = res["fast_report"]
+    assert rep["text_dtype"] == rep["dtype"]  # --text-bf16: the text encoder follows the fast path's dtype
+    assert not rep["stride16_head"]  # the compact preset's "fpn" head: the same work on both paths
     assert fl["fast"]["head"] == fl["plain"]["head"]
     assert fl["fast"]["visual"] == fl["plain"]["visual"]
     assert res["agreement"]["mask_pixels_equal"] >= 0.0

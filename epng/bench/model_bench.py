@@ -78,6 +78,7 @@ class ModelBenchConfig:
     dtype: str = "auto"
     channels_last: bool = True
     fold_bn: bool = True
+    text_bf16: bool = False  # fast path in bf16: also the text encoder (FastEPNG text_bf16)
     compile: bool = False
     compile_mode: str | None = None
     compile_scopes: tuple[str, ...] = ("visual", "communicator")
@@ -204,13 +205,13 @@ class FastPath(PlainPath):
         start = time.perf_counter()
         self.fast = FastEPNG(
             model, cfg.device, dtype=cfg.dtype, channels_last=cfg.channels_last, fold_bn=cfg.fold_bn,
-            compile=cfg.compile, compile_scopes=cfg.compile_scopes, compile_mode=cfg.compile_mode, copy=copy,
+            text_bf16=cfg.text_bf16, compile=cfg.compile, compile_scopes=cfg.compile_scopes, compile_mode=cfg.compile_mode, copy=copy,
         )
         self.prepare_seconds = time.perf_counter() - start
         self.model = self.fast.model
         self.clear_text_cache()
         rep = self.fast.report
-        parts = [rep.dtype, "channels-last" if rep.channels_last else None, f"{rep.folded_bn} BN folded" if rep.folded_bn else None,
+        parts = [rep.dtype, "bf16 text" if rep.text_dtype == "bf16" else None, "channels-last" if rep.channels_last else None, f"{rep.folded_bn} BN folded" if rep.folded_bn else None,
                  "stride-16 head" if rep.stride16_head else None, f"compile({'+'.join(rep.compile_scopes)})" if rep.compile_scopes else None]
         self.label = "fast (" + ", ".join(p for p in parts if p) + ")"
 

@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fast path precision (auto: bf16 where the device has it natively)")
     parser.add_argument("--no-channels-last", action="store_true", help="fast path: keep NCHW convolutions")
     parser.add_argument("--no-fold-bn", action="store_true", help="fast path: keep BatchNorms apart from the convolutions")
+    parser.add_argument("--text-bf16", action="store_true",
+                        help="fast path in bf16: run the text encoder in bf16 too (default: fp32)")
     parser.add_argument("--compile", action="store_true", help="fast path: torch.compile (implies --fast)")
     parser.add_argument("--compile-mode", default=None,
                         help="torch.compile mode (e.g. max-autotune-no-cudagraphs); default: default mode + freezing")
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             throughput_batch=args.throughput_batch, device=args.device, repeats=args.repeats, warmup=args.warmup,
             max_case_seconds=args.max_case_seconds, phrases=args.phrases, tokens=args.tokens,
             fast=args.fast or args.compile, fast_only=args.fast_only, dtype=args.dtype,
-            channels_last=not args.no_channels_last, fold_bn=not args.no_fold_bn, compile=args.compile,
+            channels_last=not args.no_channels_last, fold_bn=not args.no_fold_bn, text_bf16=args.text_bf16, compile=args.compile,
             compile_mode=args.compile_mode, compile_scopes=scopes, train=args.train, train_batch=args.train_batch,
             train_repeats=args.train_repeats, stages=not args.no_stages, flops=not args.no_flops,
             memory=not args.no_memory, seed=args.seed, train_only=args.train_only, deadline_seconds=args.deadline,

@@ -260,9 +260,12 @@ class _FarBandAttention(torch.autograd.Function):
             qb = q[:, :, s:e]  # (B, H, c, d)
             logits = torch.matmul(qb, k[:, :, a:b].transpose(-2, -1)).to(acc)  # (B, H, c, L)
             _rescale_neighbours(logits, geom.nb_index[s:e] - a, geom.nb_factor[s:e])
-            lse_parts = [torch.logsumexp(logits, dim=-1)]  # each (B, H, c)
-            out_parts = [torch.matmul(torch.softmax(logits, dim=-1).to(v.dtype), v[:, :, a:b])]
-            del logits
+            peak = logits.amax(dim=-1, keepdim=True)  # (B, H, c, 1)
+            weights = logits.sub_(peak).exp_()  # in place: one exp pass gives softmax and lse
+            norm = weights.sum(dim=-1, keepdim=True)  # (B, H, c, 1)
+            lse_parts = [(peak + norm.log()).squeeze(-1)]  # each (B, H, c)
+            out_parts = [torch.matmul(weights.to(v.dtype), v[:, :, a:b]) / norm]
+            del logits, weights
             for lo, hi in far:
                 o, l = flash(qb, k[:, :, lo:hi], v[:, :, lo:hi], 0.0, False, scale=1.0)
                 out_parts.append(o)
