@@ -24,10 +24,11 @@ TINY = dict(
 )
 
 
-@pytest.fixture(scope="module")
-def tiny() -> EPNG:
+@pytest.fixture(scope="module", params=["bilinear", "fpn"])
+def tiny(request) -> EPNG:
+    """A tiny model with the paper's mask head and with the "fpn" one."""
     torch.manual_seed(0)
-    return EPNG(EPNGConfig(**TINY))
+    return EPNG(EPNGConfig(**TINY, mask_head=request.param))
 
 
 def make_batch(model: EPNG, extra_phrases: int = 0, extra_tokens: int = 0, size: int = 64) -> dict:
@@ -81,7 +82,8 @@ def test_frozen_parts_get_no_gradient_trainable_parts_do(tiny):
     assert any(n.startswith("visual_encoder.body.layer1") for n in frozen)
     assert all(n.startswith(("visual_encoder.body.", "text_encoder.model.")) for n in frozen)
     assert all(grads[n] is None for n in frozen)
-    for prefix in ("visual_encoder.body.layer4", "visual_encoder.fpn", "text_encoder.proj", "communicator", "head"):
+    heads = ("head.upsampler.lateral.1", "head.upsampler.refine.1", "head.upsampler.out") if tiny.head.upsampler else ()
+    for prefix in ("visual_encoder.body.layer4", "visual_encoder.fpn", "text_encoder.proj", "communicator", "head", *heads):
         assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith(prefix)), prefix
     assert not tiny.text_encoder.model.training
     tiny.zero_grad(set_to_none=True)
