@@ -37,7 +37,11 @@ Routes (``backend``); all exact, none holds an O(N^2) tensor outside a fused ker
   through a cached (N, K) neighbour table, a plain softmax and the value matmul.  Under
   autograd each block is checkpointed (recomputed in backward).
 * ``"auto"`` (default) -- ``"flex"`` on CUDA (with Triton) when the attention runs in
-  bf16/fp16 (autocast); ``"flash"`` on CPU; ``"eager"`` otherwise (CUDA float32).
+  bf16/fp16 (autocast); on CPU ``"flash"``, except a bf16 forward without autograd on a
+  grid of at most ``CPU_BF16_EAGER_MAX_TOKENS`` tokens, which takes ``"eager"`` (its bf16
+  matmuls run on the CPU's bf16 units; the flash kernel's bf16 path does not gain on fp32,
+  so on small grids eager is ~2x faster; its logits are bf16, the softmax accumulates in
+  fp32); ``"eager"`` otherwise (CUDA float32).
 
 Blocks hold at most ``max_block_elements`` logits (B * heads * rows * keys).  Measured
 (76x76 grid, C=768, 8 heads, batch 1, attention forward): on an H100 (torch 2.11) bf16
@@ -87,6 +91,11 @@ __all__ = [
 ]
 
 _DISTANCES = ("euclidean", "squared")
+# CPU, bf16, no autograd: the eager route up to this many tokens (56x56 grid, an 896² input).
+# Measured on 2 Zen 4 cores (C 768, 8 heads, attention alone, eager/flash ms): 53/90 at 40x40,
+# 105/148 at 48x48, 198/222 at 56x56; above, no steady winner (482-653/426-443 at 64x64,
+# 710-764/795-887 at 76x76), so the flash route keeps its bounded-memory blocks there.
+CPU_BF16_EAGER_MAX_TOKENS = 56 * 56
 _BACKENDS = ("auto", "flex", "flash", "eager")
 
 
@@ -206,7 +215,8 @@ def _rescale_neighbours(t: Tensor, index: Tensor, factor: Tensor) -> Tensor:
     duplicate writes agree.  This is both the logit rescaling and its own derivative.
     """
     index = index.expand(*t.shape[:2], *index.shape)  # (B, H, c, K)
-    return t.scatter_(-1, index, t.gather(-1, index) * factor.to(t.dtype))
+    acc = torch.promote_types(t.dtype, torch.float32)  # bf16 logits: scaled in fp32, rounded once
+    return t.scatter_(-1, index, (t.gather(-1, index).to(acc) * factor.to(acc)).to(t.dtype))
 
 
 def _attend_block(q_blk: Tensor, k_t: Tensor, v: Tensor, nb_index: Tensor, nb_factor: Tensor) -> Tensor:
@@ -215,9 +225,10 @@ def _attend_block(q_blk: Tensor, k_t: Tensor, v: Tensor, nb_index: Tensor, nb_fa
     q_blk (B, H, c, d) queries pre-scaled by ``clip * head_scale / sqrt(d)``; k_t (B, H, d, N);
     v (B, H, N, d); nb_index (c, K); nb_factor (c, K) = D / clip.  Returns (B, H, c, d).
     """
-    logits = torch.matmul(q_blk, k_t)  # (B, H, c, N): correct wherever D = clip
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # softmax in >= fp32
+    logits = torch.matmul(q_blk, k_t)  # (B, H, c, N) in q's dtype: correct wherever D = clip
     _rescale_neighbours(logits, nb_index, nb_factor)
+    # bf16/fp16 logits: PyTorch's softmax accumulates in fp32 and rounds only its output
+    # (bit-identical to an fp32 softmax rounded to bf16, without an fp32 copy of the block).
     attn = torch.softmax(logits, dim=-1)  # (B, H, c, N)
     return torch.matmul(attn.to(v.dtype), v)  # (B, H, c, d)
 
@@ -394,8 +405,11 @@ class LocalityPerceptiveAttention(nn.Module):
             self._geometry.move_to_end(key)
         return geom
 
-    def route(self, device: torch.device, needs_grad: bool = False, dtype: torch.dtype = torch.float32) -> str:
-        """The route a forward takes: ``"flex"``, ``"flash"`` or ``"eager"`` (see the module docstring)."""
+    def route(
+        self, device: torch.device, needs_grad: bool = False, dtype: torch.dtype = torch.float32, tokens: int | None = None
+    ) -> str:
+        """The route a forward over ``tokens`` visual tokens takes: ``"flex"``, ``"flash"`` or
+        ``"eager"`` (see the module docstring; ``tokens=None``: a large grid)."""
         flash = "flash" if _flash_available(device) else "eager"
         if self.backend == "eager":
             return "eager"
@@ -405,6 +419,9 @@ class LocalityPerceptiveAttention(nn.Module):
             return flash if device.type == "cpu" and needs_grad else "flex"  # no FlexAttention CPU backward
         if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and not self._flex_failed:
             return "flex" if _flex_available(device) else "eager"
+        small = tokens is not None and tokens <= CPU_BF16_EAGER_MAX_TOKENS
+        if device.type == "cpu" and dtype == torch.bfloat16 and not needs_grad and small:
+            return "eager"  # bf16 GEMMs beat the CPU flash kernel's bf16 path on small grids
         return flash
 
     def forward(self, x: Tensor, grid_size: tuple[int, int]) -> Tensor:
@@ -419,11 +436,11 @@ class LocalityPerceptiveAttention(nn.Module):
         v = self.v_proj(x).view(b, n, heads, d).transpose(1, 2)  # (B, H, N, d)
         geom = self.geometry((h, w), x.device)
         needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-        route = self.route(x.device, needs_grad, q.dtype)
+        route = self.route(x.device, needs_grad, q.dtype, n)
         if route == "flex":
             out = self._flex(q, k, v, geom)
             if out is None:  # flex failed (warned once): the device's exact route from now on
-                route = self.route(x.device, needs_grad, q.dtype)
+                route = self.route(x.device, needs_grad, q.dtype, n)
         if route == "flash":
             out = self._flash(q, k, v, geom)
         elif route == "eager":
