@@ -209,14 +209,19 @@ def _flash_available(device: torch.device) -> bool:
 
 
 def _rescale_neighbours(t: Tensor, index: Tensor, factor: Tensor) -> Tensor:
-    """In place: t[..., r, index[r, j]] *= factor[r, j].  t (B, H, c, L); index, factor (c, K).
+    """In place: t[..., r, index[r, j]] *= factor[r, j].  t (B, H, c, L) contiguous; index, factor (c, K).
 
     Out-of-grid slots repeat the row's own index with factor 0, like its real self slot, so
     duplicate writes agree.  This is both the logit rescaling and its own derivative.
     """
+    keys = t.shape[-1]
     index = index.expand(*t.shape[:2], *index.shape)  # (B, H, c, K)
     acc = torch.promote_types(t.dtype, torch.float32)  # bf16 logits: scaled in fp32, rounded once
-    return t.scatter_(-1, index, (t.gather(-1, index).to(acc) * factor.to(acc)).to(t.dtype))
+    scaled = (t.gather(-1, index).to(acc) * factor.to(acc)).to(t.dtype)  # (B, H, c, K)
+    # Written through flat positions: on CPU, scatter_ into a bf16 block copies the whole block.
+    rows = torch.arange(t.numel() // keys, device=t.device).view(*t.shape[:-1], 1)  # (B, H, c, 1)
+    t.view(-1).index_put_(((rows * keys + index).reshape(-1),), scaled.reshape(-1))
+    return t
 
 
 def _attend_block(q_blk: Tensor, k_t: Tensor, v: Tensor, nb_index: Tensor, nb_factor: Tensor) -> Tensor:
@@ -482,7 +487,8 @@ class LocalityPerceptiveAttention(nn.Module):
         """Exact query-chunked route (any device). q, k, v (B, H, N, d) -> (B, H, N, d)."""
         b, heads, n, d = q.shape
         q = self._prescaled_queries(q, k)  # (B, H, N, d)
-        k_t = k.transpose(-2, -1)  # (B, H, d, N)
+        k_t = k.transpose(-2, -1).contiguous()  # (B, H, d, N); matmul would copy it per block
+        v = v.contiguous()
         rows = max(1, min(n, self._block_budget(q.device) // max(1, b * heads * n)))
         use_checkpoint = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
         out: Tensor | None = None  # (B, H, N, d), written block by block
