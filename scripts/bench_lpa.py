@@ -117,7 +117,7 @@ def run_case(impl: str, grid: tuple[int, int], batch: int, mode: str, args: argp
         cpu_times.append(time.process_time() - c0)
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _proc_status()["VmHWM"]) - base
     attn_dtype = torch.bfloat16 if args.amp else torch.float32
-    route = layer.route(device, mode == "fwd+bwd", attn_dtype, grid[0] * grid[1]) if impl == "module" else "materialised"
+    route = layer.route(device, mode == "fwd+bwd", attn_dtype) if impl == "module" else "materialised"
     return {
         "impl": impl, "grid": list(grid), "batch": batch, "mode": mode, "route": route,
         "median_s": statistics.median(times), "times_s": times, "first_call_s": first,

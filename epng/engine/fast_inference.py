@@ -24,9 +24,9 @@ fp32 path by ``tests/test_fast_inference.py``):
   dense head stay fp32: bf16 phrase kernels cost the most mask agreement for the least
   time (``text_bf16=True`` gives the transformer bf16 weights and runs the projection
   under autocast).
-* **attention**: the LPA module picks its own route (FlexAttention on CUDA in bf16; on a
-  CPU in bf16 the query-chunked eager route up to 56x56 tokens, the flash route above;
-  its grid geometry is cached per grid and built here ahead of the first call); the
+* **attention**: the LPA module picks its own route (FlexAttention on CUDA in bf16, the
+  query-chunked eager route on a CPU in bf16; its grid geometry is cached per grid and
+  built here ahead of the first call); the
   phrase cross-attention is already ``scaled_dot_product_attention``.
 * **dense head at stride 16** (paper head): a 1x1 phrase kernel commutes with bilinear
   upsampling, so the phrase logits are computed on the (h/16, w/16) map and only the
@@ -356,11 +356,10 @@ class FastEPNG:
             if stage.error:
                 rep.compile_errors[stage.name] = stage.error
         routes = []
-        tokens = (self.config.image_size // 16) ** 2
         for layer in getattr(self.model.communicator, "layers", []):
             lpa = getattr(layer, "lpa", None)
             if lpa is not None and hasattr(lpa, "route"):
-                routes.append(lpa.route(self.device, False, self.dtype, tokens))
+                routes.append(lpa.route(self.device, False, self.dtype))
         rep.lpa_routes = sorted(set(routes))
         return rep
 

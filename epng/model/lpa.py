@@ -37,11 +37,14 @@ Routes (``backend``); all exact, none holds an O(N^2) tensor outside a fused ker
   through a cached (N, K) neighbour table, a plain softmax and the value matmul.  Under
   autograd each block is checkpointed (recomputed in backward).
 * ``"auto"`` (default) -- ``"flex"`` on CUDA (with Triton) when the attention runs in
-  bf16/fp16 (autocast); on CPU ``"flash"``, except a bf16 forward without autograd on a
-  grid of at most ``CPU_BF16_EAGER_MAX_TOKENS`` tokens, which takes ``"eager"`` (its bf16
-  matmuls run on the CPU's bf16 units; the flash kernel's bf16 path does not gain on fp32,
-  so on small grids eager is ~2x faster; its logits are bf16, the softmax accumulates in
-  fp32); ``"eager"`` otherwise (CUDA float32).
+  bf16/fp16 (autocast); on CPU ``"flash"``, except a bf16 forward without autograd, which
+  takes ``"eager"``; ``"eager"`` otherwise (CUDA float32).  On CPU in bf16 the eager
+  route's matmuls run on the CPU's bf16 units while the flash kernel's bf16 path is no
+  faster than its fp32 one (the eager route's logits are bf16; its softmax accumulates in
+  fp32).
+  Measured (2 Zen 4 cores, C 768, 8 heads, attention alone, eager / flash): bf16
+  33 / 65 ms at 40x40, 129 / 240 ms at 56x56, 518 / 1007 ms at 76x76, 1.4 / 2.6 s at
+  100x100; fp32 109 / 77 ms at 40x40 and 1114 / 1017 ms at 76x76 (flash stays there).
 
 Blocks hold at most ``max_block_elements`` logits (B * heads * rows * keys).  Measured
 (76x76 grid, C=768, 8 heads, batch 1, attention forward): on an H100 (torch 2.11) bf16
@@ -91,11 +94,6 @@ __all__ = [
 ]
 
 _DISTANCES = ("euclidean", "squared")
-# CPU, bf16, no autograd: the eager route up to this many tokens (56x56 grid, an 896² input).
-# Measured on 2 Zen 4 cores (C 768, 8 heads, attention alone, eager/flash ms): 53/90 at 40x40,
-# 105/148 at 48x48, 198/222 at 56x56; above, no steady winner (482-653/426-443 at 64x64,
-# 710-764/795-887 at 76x76), so the flash route keeps its bounded-memory blocks there.
-CPU_BF16_EAGER_MAX_TOKENS = 56 * 56
 _BACKENDS = ("auto", "flex", "flash", "eager")
 
 
@@ -410,11 +408,8 @@ class LocalityPerceptiveAttention(nn.Module):
             self._geometry.move_to_end(key)
         return geom
 
-    def route(
-        self, device: torch.device, needs_grad: bool = False, dtype: torch.dtype = torch.float32, tokens: int | None = None
-    ) -> str:
-        """The route a forward over ``tokens`` visual tokens takes: ``"flex"``, ``"flash"`` or
-        ``"eager"`` (see the module docstring; ``tokens=None``: a large grid)."""
+    def route(self, device: torch.device, needs_grad: bool = False, dtype: torch.dtype = torch.float32) -> str:
+        """The route a forward takes: ``"flex"``, ``"flash"`` or ``"eager"`` (see the module docstring)."""
         flash = "flash" if _flash_available(device) else "eager"
         if self.backend == "eager":
             return "eager"
@@ -424,9 +419,8 @@ class LocalityPerceptiveAttention(nn.Module):
             return flash if device.type == "cpu" and needs_grad else "flex"  # no FlexAttention CPU backward
         if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and not self._flex_failed:
             return "flex" if _flex_available(device) else "eager"
-        small = tokens is not None and tokens <= CPU_BF16_EAGER_MAX_TOKENS
-        if device.type == "cpu" and dtype == torch.bfloat16 and not needs_grad and small:
-            return "eager"  # bf16 GEMMs beat the CPU flash kernel's bf16 path on small grids
+        if device.type == "cpu" and dtype == torch.bfloat16 and not needs_grad:
+            return "eager"  # its bf16 GEMMs beat the CPU flash kernel's bf16 path (~2x)
         return flash
 
     def forward(self, x: Tensor, grid_size: tuple[int, int]) -> Tensor:
@@ -441,11 +435,11 @@ class LocalityPerceptiveAttention(nn.Module):
         v = self.v_proj(x).view(b, n, heads, d).transpose(1, 2)  # (B, H, N, d)
         geom = self.geometry((h, w), x.device)
         needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-        route = self.route(x.device, needs_grad, q.dtype, n)
+        route = self.route(x.device, needs_grad, q.dtype)
         if route == "flex":
             out = self._flex(q, k, v, geom)
             if out is None:  # flex failed (warned once): the device's exact route from now on
-                route = self.route(x.device, needs_grad, q.dtype, n)
+                route = self.route(x.device, needs_grad, q.dtype)
         if route == "flash":
             out = self._flash(q, k, v, geom)
         elif route == "eager":
