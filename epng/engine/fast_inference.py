@@ -26,8 +26,8 @@ fp32 path by ``tests/test_fast_inference.py``):
   under autocast).
 * **attention**: the LPA module picks its own route (FlexAttention on CUDA in bf16, the
   query-chunked eager route on a CPU in bf16; its grid geometry is cached per grid and
-  built here ahead of the first call); the
-  phrase cross-attention is already ``scaled_dot_product_attention``.
+  built here ahead of the first call); the phrase cross-attention is already
+  ``scaled_dot_product_attention``.
 * **dense head at stride 16** (paper head): a 1x1 phrase kernel commutes with bilinear
   upsampling, so the phrase logits are computed on the (h/16, w/16) map and only the
   (B, P) logit maps are upsampled x4 -- never the (B, C, h/4, w/4) pixel features.  Same
