@@ -11,9 +11,9 @@ Phrases are either marked in the caption with square brackets, or given as a lis
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -93,7 +93,12 @@ class Predictor:
     """Runs an :class:`EPNG` model on single images and narratives (no gradient)."""
 
     def __init__(
-        self, model: EPNG, device: str | torch.device | None = None, threshold: float = 0.5, amp: str = "none", fast: bool = False
+        self,
+        model: EPNG,
+        device: str | torch.device | None = None,
+        threshold: float = 0.5,
+        amp: str = "none",
+        fast: bool = False,
     ):
         """``fast``: run through `FastEPNG` (bf16 where native, channels-last, folded BatchNorm);
         it prepares ``model`` in place, so use the predictor, not the model, afterwards."""
@@ -125,7 +130,9 @@ class Predictor:
         alignment = align_phrases(self.model.tokenizer, caption, spans, max_length)
         if alignment.truncated:
             lost = [caption[slice(*spans[k])] for k in alignment.truncated]
-            raise ConfigError(f"the caption is too long for the text encoder ({max_length} word pieces): phrases {lost} fall beyond it")
+            raise ConfigError(
+                f"the caption is too long for the text encoder ({max_length} word pieces): phrases {lost} fall beyond it"
+            )
         if alignment.empty:
             lost = [caption[slice(*spans[k])] for k in alignment.empty]
             raise ConfigError(f"phrases {lost} hold no word the tokenizer keeps")

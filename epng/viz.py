@@ -3,23 +3,35 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 # distinct, colour-blind-friendly-ish colours (RGB 0..1), cycled
 PALETTE = np.array(
     [
-        (0.90, 0.10, 0.10), (0.10, 0.45, 0.90), (0.10, 0.70, 0.20), (0.95, 0.60, 0.05),
-        (0.60, 0.20, 0.80), (0.05, 0.75, 0.75), (0.90, 0.30, 0.65), (0.55, 0.45, 0.15),
-        (0.40, 0.40, 0.40), (0.75, 0.80, 0.10),
+        (0.90, 0.10, 0.10),
+        (0.10, 0.45, 0.90),
+        (0.10, 0.70, 0.20),
+        (0.95, 0.60, 0.05),
+        (0.60, 0.20, 0.80),
+        (0.05, 0.75, 0.75),
+        (0.90, 0.30, 0.65),
+        (0.55, 0.45, 0.15),
+        (0.40, 0.40, 0.40),
+        (0.75, 0.80, 0.10),
     ]
 )
 
 
 def save_phrase_overlay(
-    image: np.ndarray, masks: np.ndarray, labels: Sequence[str], path: str | Path, title: str | None = None, alpha: float = 0.5
+    image: np.ndarray,
+    masks: np.ndarray,
+    labels: Sequence[str],
+    path: str | Path,
+    title: str | None = None,
+    alpha: float = 0.5,
 ) -> Path:
     """image (h, w, 3) uint8; masks (P, h, w) bool; one label per mask -> PNG at ``path``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -42,7 +54,9 @@ def save_phrase_overlay(
     ax.set_axis_off()
     if title:
         ax.set_title(textwrap.fill(title, 90), fontsize=8)
-    handles = [Patch(color=PALETTE[k % len(PALETTE)], label=textwrap.shorten(label, 40)) for k, label in enumerate(labels)]
+    handles = [
+        Patch(color=PALETTE[k % len(PALETTE)], label=textwrap.shorten(label, 40)) for k, label in enumerate(labels)
+    ]
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06 + 0.03 * ((len(labels) + 1) // 2), 1, 1))

@@ -73,8 +73,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_case(impl: str, grid: tuple[int, int], batch: int, mode: str, args: argparse.Namespace,
-             layer: LocalityPerceptiveAttention | None = None) -> dict:
+def run_case(
+    impl: str,
+    grid: tuple[int, int],
+    batch: int,
+    mode: str,
+    args: argparse.Namespace,
+    layer: LocalityPerceptiveAttention | None = None,
+) -> dict:
     """Time and measure one case in this process."""
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -119,8 +125,14 @@ def run_case(impl: str, grid: tuple[int, int], batch: int, mode: str, args: argp
     attn_dtype = torch.bfloat16 if args.amp else torch.float32
     route = layer.route(device, mode == "fwd+bwd", attn_dtype) if impl == "module" else "materialised"
     return {
-        "impl": impl, "grid": list(grid), "batch": batch, "mode": mode, "route": route,
-        "median_s": statistics.median(times), "times_s": times, "first_call_s": first,
+        "impl": impl,
+        "grid": list(grid),
+        "batch": batch,
+        "mode": mode,
+        "route": route,
+        "median_s": statistics.median(times),
+        "times_s": times,
+        "first_call_s": first,
         "median_cpu_s": statistics.median(cpu_times),
         "peak_bytes": int(peak),
     }
@@ -149,14 +161,31 @@ def run_in_subprocess(impl: str, grid, batch: int, mode: str, args: argparse.Nam
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        return {"impl": impl, "grid": list(grid), "batch": batch, "mode": mode,
-                "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+        return {
+            "impl": impl,
+            "grid": list(grid),
+            "batch": batch,
+            "mode": mode,
+            "error": (proc.stderr.strip().splitlines() or ["failed"])[-1],
+        }
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def forwarded_args(args: argparse.Namespace) -> list[str]:
-    out = ["--device", args.device, "--dim", str(args.dim), "--heads", str(args.heads),
-           "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--distance", args.distance]
+    out = [
+        "--device",
+        args.device,
+        "--dim",
+        str(args.dim),
+        "--heads",
+        str(args.heads),
+        "--warmup",
+        str(args.warmup),
+        "--repeats",
+        str(args.repeats),
+        "--distance",
+        args.distance,
+    ]
     return out + (["--amp"] if args.amp else []) + (["--threads", str(args.threads)] if args.threads else [])
 
 
@@ -204,7 +233,9 @@ def markdown(results: list[dict], args: argparse.Namespace, device: str | None =
         )
     skipped = [r for r in results if "skipped" in r]
     for r in skipped:
-        lines.append(f"\n- skipped {r['impl']} {r['grid'][0]}x{r['grid'][1]} B={r['batch']} {r['mode']}: {r['skipped']}")
+        lines.append(
+            f"\n- skipped {r['impl']} {r['grid'][0]}x{r['grid'][1]} B={r['batch']} {r['mode']}: {r['skipped']}"
+        )
     return "\n".join(lines)
 
 
@@ -230,11 +261,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
-    p.add_argument("--max-ref-gib", type=float, default=None,
-                   help="skip reference cases estimated above this (default: half the available memory)")
+    p.add_argument(
+        "--max-ref-gib",
+        type=float,
+        default=None,
+        help="skip reference cases estimated above this (default: half the available memory)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
-    p.add_argument("--from-json", type=Path, nargs="+", default=None,
-                   help="print one table from earlier --json files (same settings) instead of running")
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="print one table from earlier --json files (same settings) instead of running",
+    )
     p.add_argument("--_case", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -267,20 +307,31 @@ def main(argv: list[str] | None = None) -> int:
                 for impl in args.impls.split(","):
                     if impl == "reference" and ref_estimate_bytes(grid, batch, mode, args) > limit:
                         est = ref_estimate_bytes(grid, batch, mode, args) / 2**30
-                        r = {"impl": impl, "grid": list(grid), "batch": batch, "mode": mode,
-                             "skipped": f"estimated {est:.1f} GiB > limit {limit / 2**30:.1f} GiB"}
+                        r = {
+                            "impl": impl,
+                            "grid": list(grid),
+                            "batch": batch,
+                            "mode": mode,
+                            "skipped": f"estimated {est:.1f} GiB > limit {limit / 2**30:.1f} GiB",
+                        }
                     elif device.type == "cpu":
                         r = run_in_subprocess(impl, grid, batch, mode, args)
                     else:
                         if "layer" not in layers:  # one layer: compiled kernels are reused
                             torch.manual_seed(0)
                             layers["layer"] = LocalityPerceptiveAttention(
-                                args.dim, args.heads, distance=args.distance).to(device)
+                                args.dim, args.heads, distance=args.distance
+                            ).to(device)
                         try:
                             r = run_case(impl, grid, batch, mode, args, layers["layer"])
                         except torch.OutOfMemoryError as err:
-                            r = {"impl": impl, "grid": list(grid), "batch": batch, "mode": mode,
-                                 "skipped": f"out of memory ({str(err).splitlines()[0]})"}
+                            r = {
+                                "impl": impl,
+                                "grid": list(grid),
+                                "batch": batch,
+                                "mode": mode,
+                                "skipped": f"out of memory ({str(err).splitlines()[0]})",
+                            }
                         torch.cuda.empty_cache()
                     results.append(r)
                     print(json.dumps(r), file=sys.stderr, flush=True)

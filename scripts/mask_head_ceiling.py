@@ -56,7 +56,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
         generate_benchmark(root, n_train=args.images, n_val=1, size=args.size, seed=args.seed)
-        data = PNGDataset(root, "train2017", load_tokenizer(preset_config("epng_lite0_minilm")), image_size=args.size, max_narratives=args.images)
+        data = PNGDataset(
+            root,
+            "train2017",
+            load_tokenizer(preset_config("epng_lite0_minilm")),
+            image_size=args.size,
+            max_narratives=args.images,
+        )
         batch = collate_png([data[i] for i in range(len(data))])
     gt, phrase_mask = batch["gt_masks"].float(), batch["phrase_mask"]
     print(f"{args.images} synthetic images at {args.size}^2, {int(phrase_mask.sum())} phrases")

@@ -52,12 +52,50 @@ def write_json(path: Path, data) -> None:
 # --------------------------------------------------------------------------- real sample
 
 RUGBY, RIDERS = 142238, 439180
-RUGBY_PLAYERS = [3937500, 4260062, 2035955, 4325578, 2628072, 2822390, 5186532, 4917453, 3476419,
-                 3997935, 2098642, 5314498, 4721614]
-RIDERS_PEOPLE = [3937500, 2823390, 5768384, 2626802, 3870421, 5119213, 3604684, 4070338, 5777861,
-                 3608258, 4725734, 4858845, 4596217]
-HORSES = [16758454, 16762012, 15714220, 16752587, 16306338, 16756904, 16762031, 15444403, 14995098,
-          16761532, 16762578, 16175517]
+RUGBY_PLAYERS = [
+    3937500,
+    4260062,
+    2035955,
+    4325578,
+    2628072,
+    2822390,
+    5186532,
+    4917453,
+    3476419,
+    3997935,
+    2098642,
+    5314498,
+    4721614,
+]
+RIDERS_PEOPLE = [
+    3937500,
+    2823390,
+    5768384,
+    2626802,
+    3870421,
+    5119213,
+    3604684,
+    4070338,
+    5777861,
+    3608258,
+    4725734,
+    4858845,
+    4596217,
+]
+HORSES = [
+    16758454,
+    16762012,
+    15714220,
+    16752587,
+    16306338,
+    16756904,
+    16762031,
+    15444403,
+    14995098,
+    16761532,
+    16762578,
+    16175517,
+]
 TREE, SKY, GRASS = 2330219, 11829830, 10025880
 
 REAL_NARRATIVES = [
@@ -118,8 +156,12 @@ REAL_NARRATIVES = [
         annotator_id=9,
     ),
     # no grounded phrase: left out of the dataset and counted
-    record(RIDERS, "A photo of horses.", [chunk("a"), chunk("photo", noun=True), chunk("of"),
-                                            chunk("horses", noun=True), chunk(".")], annotator_id=11),
+    record(
+        RIDERS,
+        "A photo of horses.",
+        [chunk("a"), chunk("photo", noun=True), chunk("of"), chunk("horses", noun=True), chunk(".")],
+        annotator_id=11,
+    ),
 ]
 # grounded phrases of record 0 and 1, in order (text as in the caption)
 REAL_PHRASES = [
@@ -234,8 +276,11 @@ def _build_synthetic(root: Path, n_images: int = 2, split: str = SPLIT) -> Synth
             }
         )
         records.append(
-            record(image_id, "Two people stand under the sky.",
-                   [chunk("two"), chunk("people", [a, b]), chunk("stand under the"), chunk("sky", [c]), chunk(".")])
+            record(
+                image_id,
+                "Two people stand under the sky.",
+                [chunk("two"), chunk("people", [a, b]), chunk("stand under the"), chunk("sky", [c]), chunk(".")],
+            )
         )
     categories = [
         {"id": 1, "name": "person", "supercategory": "person", "isthing": 1},

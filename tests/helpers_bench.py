@@ -123,7 +123,13 @@ def make_tiny_benchmark(root: Path, split: str = SPLIT) -> Path:
         h, w = ids.shape
         images.append({"id": image_id, "file_name": f"{name}.jpg", "height": h, "width": w})
         segments = [
-            {"id": int(s), "category_id": SEGMENT_CATEGORY[int(s)], "iscrowd": 0, "bbox": [0, 0, 1, 1], "area": int((ids == s).sum())}
+            {
+                "id": int(s),
+                "category_id": SEGMENT_CATEGORY[int(s)],
+                "iscrowd": 0,
+                "bbox": [0, 0, 1, 1],
+                "area": int((ids == s).sum()),
+            }
             for s in np.unique(ids)
             if s != 0
         ]

@@ -23,7 +23,6 @@ from epng.bench.harness import (
 )
 from epng.cli.main import build_parser, main
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -114,11 +113,33 @@ def test_cli_registered():
 def test_bench_end_to_end_tiny(tmp_path, capsys):
     """The whole comparison on the smallest preset at 64² (one repeat of every case)."""
     out = tmp_path / "bench.json"
-    rc = main([
-        "bench", "--preset", "epng_lite0_minilm", "--image-size", "64", "--orig-size", "48x80",
-        "--fast", "--text-bf16", "--repeats", "1", "--warmup", "0", "--throughput-batch", "2", "--phrases", "2", "--tokens", "12",
-        "--train", "--no-memory", "--json", str(out),
-    ])
+    rc = main(
+        [
+            "bench",
+            "--preset",
+            "epng_lite0_minilm",
+            "--image-size",
+            "64",
+            "--orig-size",
+            "48x80",
+            "--fast",
+            "--text-bf16",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--throughput-batch",
+            "2",
+            "--phrases",
+            "2",
+            "--tokens",
+            "12",
+            "--train",
+            "--no-memory",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "speed-up (plain/fast)" in text and "training step" in text and "masks at original size" in text
@@ -131,7 +152,9 @@ def test_bench_end_to_end_tiny(tmp_path, capsys):
         assert set(res[kind]["ratio"]) == {"text", "cached"}
     assert res["throughput"]["fast"]["cached"]["batch"] == 2
     stages = res["stages"]["fast"]
-    assert {"visual", "text", "communicator", "head", "postprocess", "communicator.lpa", "communicator.ffn"} <= set(stages)
+    assert {"visual", "text", "communicator", "head", "postprocess", "communicator.lpa", "communicator.ffn"} <= set(
+        stages
+    )
     fl = res["flops"]
     assert fl["plain"]["total_text"] > fl["plain"]["total_cached"] > 0
     rep = res["fast_report"]
@@ -160,8 +183,23 @@ def test_loader_bench(tmp_path, capsys):
     root = tmp_path / "synth"
     generate_benchmark(root, 4, 2, 64, 0)
     out = tmp_path / "loader.json"
-    rc = main(["bench", "--loader", str(root), "--preset", "epng_lite0_minilm", "--image-size", "64",
-               "--loader-workers", "0,1", "--loader-batch", "2", "--json", str(out)])
+    rc = main(
+        [
+            "bench",
+            "--loader",
+            str(root),
+            "--preset",
+            "epng_lite0_minilm",
+            "--image-size",
+            "64",
+            "--loader-workers",
+            "0,1",
+            "--loader-batch",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["split"] == "train2017" and res["narratives"] >= 1

@@ -84,7 +84,7 @@ def test_batch_contract_on_real_sample(real_root, tokenizer, resize, real):
         for k, text in enumerate(texts):  # the pieces of each phrase are the pieces of its text
             ids = batch["input_ids"][i][batch["phrase_token_mask"][i, k]].tolist()
             assert tokenizer.convert_ids_to_tokens(ids) == tokenizer.tokenize(text)
-        assert not batch["phrase_token_mask"][i, len(texts):].any()
+        assert not batch["phrase_token_mask"][i, len(texts) :].any()
         assert not batch["phrase_token_mask"][i, :, n_tok:].any()
         assert not batch["phrase_token_mask"][i, :, 0].any()  # [CLS]
 
@@ -98,7 +98,7 @@ def test_batch_contract_on_real_sample(real_root, tokenizer, resize, real):
             assert torch.equal(batch["gt_masks"][i, k], ref)
         gt = batch["gt_masks"][i]
         assert set(gt.unique().tolist()) <= {0.0, 1.0}
-        assert not gt[len(texts):].any()  # padding phrases
+        assert not gt[len(texts) :].any()  # padding phrases
         assert not gt[:, vh:].any() and not gt[:, :, vw:].any()  # padding pixels
         if resize == "letterbox":
             assert (batch["images"][i, :, vh:] == 0).all()
@@ -173,8 +173,15 @@ def test_all_skipped_batch_is_empty(synthetic, tokenizer):
 
 
 def test_synthetic_sample_values(synthetic, tokenizer):
-    ds = PNGDataset(synthetic.root, synthetic.split, tokenizer, image_size=(48, 64), resize="square",
-                    mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    ds = PNGDataset(
+        synthetic.root,
+        synthetic.split,
+        tokenizer,
+        image_size=(48, 64),
+        resize="square",
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+    )
     s = ds[0]
     assert s.valid_size == valid_size((24, 32), (48, 64), "square") == (48, 64)
     a, b, c = (seg for segs in s.phrase_segments for seg in segs)

@@ -109,7 +109,7 @@ def test_transform_square_image_and_ids_stay_aligned():
 
 
 def test_decode_gray_png_gives_three_equal_channels(tmp_path):
-    gray = (np.arange(12 * 10, dtype=np.uint8).reshape(12, 10) * 2)
+    gray = np.arange(12 * 10, dtype=np.uint8).reshape(12, 10) * 2
     Image.fromarray(gray, mode="L").save(tmp_path / "g.png")
     x = decode_image_file(tmp_path / "g.png")
     assert x.shape == (3, 12, 10) and x.dtype == torch.uint8

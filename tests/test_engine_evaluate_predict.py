@@ -49,7 +49,14 @@ def tiny_model():
 
 def test_evaluate_on_an_oracle_reproduces_score(synth_bench, tmp_path, tiny_model):
     cfg = tiny_model.config
-    dataset = PNGDataset(synth_bench, "val2017", tiny_model.tokenizer, image_size=cfg.image_size, mean=tiny_model.image_mean, std=tiny_model.image_std)
+    dataset = PNGDataset(
+        synth_bench,
+        "val2017",
+        tiny_model.tokenizer,
+        image_size=cfg.image_size,
+        mean=tiny_model.image_mean,
+        std=tiny_model.image_std,
+    )
     stub = OracleStub(tiny_model, dataset)
     result = evaluate_checkpoint(stub, synth_bench, "val2017", tmp_path, batch_size=3, num_workers=0, n_overlays=2)
     metrics = result["metrics"]
@@ -60,7 +67,9 @@ def test_evaluate_on_an_oracle_reproduces_score(synth_bench, tmp_path, tiny_mode
 
 
 def test_evaluate_of_a_real_model_matches_score(synth_bench, tmp_path, tiny_model):
-    result = evaluate_checkpoint(tiny_model, synth_bench, "val2017", tmp_path, batch_size=2, num_workers=0, n_overlays=0)
+    result = evaluate_checkpoint(
+        tiny_model, synth_bench, "val2017", tmp_path, batch_size=2, num_workers=0, n_overlays=0
+    )
     assert score_predictions(synth_bench, "val2017", tmp_path / "predictions.jsonl") == result["metrics"]
     assert 0.0 <= result["metrics"]["ar"] < 100.0
 
@@ -87,8 +96,20 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 def test_predict_writes_one_mask_per_phrase_at_image_size(checkpoint, picture, tmp_path, capsys):
-    code, out, _ = run_cli(["predict", "--checkpoint", str(checkpoint), "--image", str(picture),
-                            "--caption", "A [red ball] lies on the [green grass].", "--output", str(tmp_path)], capsys)
+    code, out, _ = run_cli(
+        [
+            "predict",
+            "--checkpoint",
+            str(checkpoint),
+            "--image",
+            str(picture),
+            "--caption",
+            "A [red ball] lies on the [green grass].",
+            "--output",
+            str(tmp_path),
+        ],
+        capsys,
+    )
     assert code == 0
     masks = sorted(tmp_path.glob("mask_*.png"))
     assert [m.name for m in masks] == ["mask_00_red_ball.png", "mask_01_green_grass.png"]
@@ -102,16 +123,26 @@ def test_predictor_masks_equal_the_model_run_by_hand(checkpoint, picture, tiny_m
     from epng.data.transforms import ResizeNormalize, decode_image_file
     from epng.predictor import Predictor
 
-    result = Predictor.from_pretrained(checkpoint, device="cpu").predict(str(picture), "a dog and a ball", ["dog", "ball"])
+    result = Predictor.from_pretrained(checkpoint, device="cpu").predict(
+        str(picture), "a dog and a ball", ["dog", "ball"]
+    )
     assert result.phrases == ["dog", "ball"] and result.spans == [(2, 5), (12, 16)]
     image = decode_image_file(picture)
-    x, _, _ = ResizeNormalize(64, "square", tiny_model.image_mean, tiny_model.image_std)(image, torch.zeros(50, 90, dtype=torch.int32))
+    x, _, _ = ResizeNormalize(64, "square", tiny_model.image_mean, tiny_model.image_std)(
+        image, torch.zeros(50, 90, dtype=torch.int32)
+    )
     al = align_phrases(tiny_model.tokenizer, "a dog and a ball", [(2, 5), (12, 16)])
     ptm = torch.zeros(1, 2, len(al.input_ids), dtype=torch.bool)
     for k, toks in enumerate(al.phrase_tokens):
         ptm[0, k, list(toks)] = True
     with torch.no_grad():
-        probs = tiny_model.predict(x[None], torch.tensor([al.input_ids]), torch.tensor([al.attention_mask]), ptm, torch.ones(1, 2, dtype=torch.bool))
+        probs = tiny_model.predict(
+            x[None],
+            torch.tensor([al.input_ids]),
+            torch.tensor([al.attention_mask]),
+            ptm,
+            torch.ones(1, 2, dtype=torch.bool),
+        )
         expected = torch.nn.functional.interpolate(probs, size=(50, 90), mode="bilinear", align_corners=False)[0] > 0.5
     agree = (torch.from_numpy(result.masks) == expected).float().mean().item()
     assert agree > 0.995  # one resize (stride 4 -> original) vs two (-> input -> original)
@@ -128,26 +159,89 @@ def test_predictor_masks_equal_the_model_run_by_hand(checkpoint, picture, tiny_m
     ],
 )
 def test_predict_bad_text(checkpoint, picture, tmp_path, capsys, extra, message):
-    code, _, err = run_cli(["predict", "--checkpoint", str(checkpoint), "--image", str(picture), "--output", str(tmp_path), *extra], capsys)
+    code, _, err = run_cli(
+        ["predict", "--checkpoint", str(checkpoint), "--image", str(picture), "--output", str(tmp_path), *extra], capsys
+    )
     assert code == 2 and message in err and "Traceback" not in err
 
 
 def test_predict_bad_files(checkpoint, tmp_path, capsys):
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("this is not a picture")
-    code, _, err = run_cli(["predict", "--checkpoint", str(checkpoint), "--image", str(not_image), "--caption", "a [dog]", "--output", str(tmp_path)], capsys)
+    code, _, err = run_cli(
+        [
+            "predict",
+            "--checkpoint",
+            str(checkpoint),
+            "--image",
+            str(not_image),
+            "--caption",
+            "a [dog]",
+            "--output",
+            str(tmp_path),
+        ],
+        capsys,
+    )
     assert code == 2 and str(not_image) in err and "corrupt or unsupported image" in err
-    code, _, err = run_cli(["predict", "--checkpoint", str(checkpoint), "--image", str(tmp_path / "missing.jpg"), "--caption", "a [dog]", "--output", str(tmp_path)], capsys)
+    code, _, err = run_cli(
+        [
+            "predict",
+            "--checkpoint",
+            str(checkpoint),
+            "--image",
+            str(tmp_path / "missing.jpg"),
+            "--caption",
+            "a [dog]",
+            "--output",
+            str(tmp_path),
+        ],
+        capsys,
+    )
     assert code == 2 and "missing.jpg: image file not found" in err
-    code, _, err = run_cli(["predict", "--checkpoint", str(tmp_path), "--image", str(not_image), "--caption", "a [dog]", "--output", str(tmp_path)], capsys)
+    code, _, err = run_cli(
+        [
+            "predict",
+            "--checkpoint",
+            str(tmp_path),
+            "--image",
+            str(not_image),
+            "--caption",
+            "a [dog]",
+            "--output",
+            str(tmp_path),
+        ],
+        capsys,
+    )
     assert code == 2 and "not an EPNG checkpoint" in err
 
 
 def test_fast_path_through_evaluate_and_predict(synth_bench, checkpoint, picture, tmp_path, capsys):
     from epng.engine.checkpoint import load_model
 
-    result = evaluate_checkpoint(load_model(checkpoint), synth_bench, "val2017", tmp_path / "eval", batch_size=2, num_workers=0, n_overlays=0, fast=True)
+    result = evaluate_checkpoint(
+        load_model(checkpoint),
+        synth_bench,
+        "val2017",
+        tmp_path / "eval",
+        batch_size=2,
+        num_workers=0,
+        n_overlays=0,
+        fast=True,
+    )
     assert score_predictions(synth_bench, "val2017", tmp_path / "eval" / "predictions.jsonl") == result["metrics"]
-    code, _, _ = run_cli(["predict", "--checkpoint", str(checkpoint), "--image", str(picture), "--fast",
-                          "--caption", "A [red ball] on the grass.", "--output", str(tmp_path / "pred")], capsys)
+    code, _, _ = run_cli(
+        [
+            "predict",
+            "--checkpoint",
+            str(checkpoint),
+            "--image",
+            str(picture),
+            "--fast",
+            "--caption",
+            "A [red ball] on the grass.",
+            "--output",
+            str(tmp_path / "pred"),
+        ],
+        capsys,
+    )
     assert code == 0 and np.asarray(Image.open(tmp_path / "pred" / "mask_00_red_ball.png")).shape == (50, 90)

@@ -78,7 +78,9 @@ def test_sigkill_and_resume_equals_uninterrupted_run(synth_bench, tmp_path):
 
 def test_damaged_checkpoint_is_reported_and_the_previous_one_used(synth_bench, tmp_path):
     out = tmp_path / "run"
-    subprocess.run(train_cmd(out, overrides(synth_bench, **{"run.max_steps": 4})), check=True, env=env(), capture_output=True)
+    subprocess.run(
+        train_cmd(out, overrides(synth_bench, **{"run.max_steps": 4})), check=True, env=env(), capture_output=True
+    )
     newest = ckpt.list_checkpoints(out)[-1]
     assert newest.name == "step_00000004"
     data = (newest / "model.safetensors").read_bytes()
@@ -87,7 +89,13 @@ def test_damaged_checkpoint_is_reported_and_the_previous_one_used(synth_bench, t
         loaded = ckpt.load_latest_checkpoint(out)
     assert loaded is not None and loaded.step == 2 and loaded.path.name == "step_00000002"
     # training resumes from the intact one and completes
-    result = subprocess.run(train_cmd(out, overrides(synth_bench, **{"run.max_steps": 4})), check=True, env=env(), capture_output=True, text=True)
+    result = subprocess.run(
+        train_cmd(out, overrides(synth_bench, **{"run.max_steps": 4})),
+        check=True,
+        env=env(),
+        capture_output=True,
+        text=True,
+    )
     assert "resuming from" in result.stdout and "step_00000002" in result.stdout
 
 
@@ -121,12 +129,33 @@ def test_two_process_torchrun_matches_one_process(synth_bench, tmp_path):
     # Backbone fully frozen (BatchNorm statistics are then the same whatever the per-process
     # batch) and no dropout: one process with batch 4 and two with batch 2 see the same
     # global batches and must follow the same loss curve.
-    common = {"run.max_steps": 4, "optim.lr": 1e-4, "model.overrides.trainable_stages": 0, "model.overrides.dropout": 0.0}
+    common = {
+        "run.max_steps": 4,
+        "optim.lr": 1e-4,
+        "model.overrides.trainable_stages": 0,
+        "model.overrides.dropout": 0.0,
+    }
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run(train_cmd(one, overrides(synth_bench, **common)), check=True, env=env(), capture_output=True)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                "--master_port", str(_free_port()), "-m", "epng.cli.main", "train", "--config", str(CONFIG), "--output", str(two),
-                *overrides(synth_bench, **common, **{"optim.batch_size": 2})]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "epng.cli.main",
+        "train",
+        "--config",
+        str(CONFIG),
+        "--output",
+        str(two),
+        *overrides(synth_bench, **common, **{"optim.batch_size": 2}),
+    ]
     subprocess.run(torchrun, check=True, env=env(), capture_output=True, timeout=400)
 
     def curve(run: Path) -> list[float]:
@@ -135,8 +164,10 @@ def test_two_process_torchrun_matches_one_process(synth_bench, tmp_path):
     c1, c2 = curve(one), curve(two)
     assert len(c1) == len(c2) == 4
     assert c1 == pytest.approx(c2, rel=1e-4)
-    m1, m2 = [json.loads(l) for l in (one / "log.jsonl").read_text().splitlines() if '"event": "val"' in l][-1], \
-             [json.loads(l) for l in (two / "log.jsonl").read_text().splitlines() if '"event": "val"' in l][-1]
+    m1, m2 = (
+        [json.loads(l) for l in (one / "log.jsonl").read_text().splitlines() if '"event": "val"' in l][-1],
+        [json.loads(l) for l in (two / "log.jsonl").read_text().splitlines() if '"event": "val"' in l][-1],
+    )
     assert m1["n_phrases"] == m2["n_phrases"] and m1["ar"] == pytest.approx(m2["ar"], abs=0.5)
 
 
@@ -156,7 +187,9 @@ def test_nonfinite_losses_stop_the_run_with_the_last_good_checkpoint(synth_bench
         return losses
 
     monkeypatch.setattr(EPNGCriterion, "forward", poisoned)
-    cfg = load_config(CONFIG, overrides(synth_bench, **{"run.max_steps": 20, "run.max_bad_steps": 3, "optim.epochs": 20}))
+    cfg = load_config(
+        CONFIG, overrides(synth_bench, **{"run.max_steps": 20, "run.max_bad_steps": 3, "optim.epochs": 20})
+    )
     out = tmp_path / "nan"
     with pytest.raises(TrainingError, match=r"3 non-finite losses in a row at step 2.*step_00000002"):
         train(cfg, out)

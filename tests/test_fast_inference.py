@@ -102,12 +102,21 @@ def make_batch(model: EPNG, seed: int = 1, batch_size: int = 2) -> dict:
         {"phrase_indices": list(range(int(pm[i].sum()))), "orig_size": ORIG, "valid_size": (SIZE, SIZE)}
         for i in range(batch_size)
     ]
-    return {"images": images, "input_ids": ids, "attention_mask": am, "phrase_token_mask": ptm, "phrase_mask": pm, "meta": meta}
+    return {
+        "images": images,
+        "input_ids": ids,
+        "attention_mask": am,
+        "phrase_token_mask": ptm,
+        "phrase_mask": pm,
+        "meta": meta,
+    }
 
 
 def probs_at_orig(logits: torch.Tensor, batch: dict) -> list[torch.Tensor]:
     return [
-        probabilities_at_original_size(logits[i, : len(m["phrase_indices"])], (SIZE, SIZE), m["valid_size"], m["orig_size"])
+        probabilities_at_original_size(
+            logits[i, : len(m["phrase_indices"])], (SIZE, SIZE), m["valid_size"], m["orig_size"]
+        )
         for i, m in enumerate(batch["meta"])
     ]
 
@@ -207,8 +216,11 @@ def test_no_autograd_state(model):
 def test_fold_conv_bn_exact_and_counts():
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8),
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 1),
+        nn.BatchNorm2d(8),
     )
     for m in net:
         if isinstance(m, nn.BatchNorm2d):
@@ -276,7 +288,9 @@ def test_compile_failure_falls_back_to_eager(model, monkeypatch):
         def compile_module(module):
             def run(*args, **kwargs):
                 raise RuntimeError("no C++ compiler in this test")
+
             return run
+
         return compile_module
 
     monkeypatch.setattr(fi, "_compiler", broken_compiler)

@@ -43,10 +43,10 @@ def brute_sal(pixel, phrase, gt, mask, tau):
         real = [i for i in range(phrase.shape[1]) if mask[b, i]]
         cells = [(y, x) for y in range(h) for x in range(w)]
 
-        def s(i, cell):
+        def s(i, cell, b=b):
             return float(phrase[b, i] @ pixel[b, :, cell[0], cell[1]]) / tau
 
-        def positive(i, cell):
+        def positive(i, cell, b=b):
             y, x = cell
             return bool((gt[b, i, y * fy : (y + 1) * fy, x * fx : (x + 1) * fx] > 0.5).any())
 
@@ -141,7 +141,11 @@ def test_padding_never_contributes(example):
         return torch.cat([t, 10 * torch.randn(*shape, generator=gen, dtype=t.dtype)], dim=1)
 
     out = EPNGOutput(pad(logits, (2, 2, 6, 6)), pixel, pad(phrase, (2, 2, 4)))
-    more = crit(out, torch.cat([gt, torch.ones(2, 2, 6, 6, dtype=gt.dtype)], 1), torch.cat([mask, torch.zeros(2, 2, dtype=torch.bool)], 1))
+    more = crit(
+        out,
+        torch.cat([gt, torch.ones(2, 2, 6, 6, dtype=gt.dtype)], 1),
+        torch.cat([mask, torch.zeros(2, 2, dtype=torch.bool)], 1),
+    )
     phrase2 = phrase.clone()
     phrase2[1, 1:] = 100.0  # existing padding slots with huge features
     logits2 = logits.clone()
@@ -159,7 +163,9 @@ def test_no_real_phrase_gives_zero_finite_losses_and_gradients(example):
     losses = EPNGCriterion(tau=TAU)(EPNGOutput(logits, pixel, phrase), gt, none)
     assert all(v.item() == 0 for v in losses.values())
     losses["loss"].backward()
-    mixed = EPNGCriterion(tau=TAU)(EPNGOutput(logits, pixel, phrase), gt, torch.tensor([[True, True, False], [False] * 3]))
+    mixed = EPNGCriterion(tau=TAU)(
+        EPNGOutput(logits, pixel, phrase), gt, torch.tensor([[True, True, False], [False] * 3])
+    )
     mixed["loss"].backward()
     assert all(torch.isfinite(t.grad).all() for t in (pixel, phrase, logits))
 
@@ -168,7 +174,11 @@ def test_criterion_weights_and_config():
     crit = EPNGCriterion.from_config(EPNGConfig(loss_weights=(1.0, 3.0, 0.5), sal_tau=7.0, dice_eps=0.5))
     assert crit.weights == (1.0, 3.0, 0.5) and crit.tau == 7.0 and crit.dice_eps == 0.5
     gen = torch.Generator().manual_seed(2)
-    out = EPNGOutput(torch.randn(1, 2, 4, 4, generator=gen), torch.randn(1, 8, 4, 4, generator=gen), torch.randn(1, 2, 8, generator=gen))
+    out = EPNGOutput(
+        torch.randn(1, 2, 4, 4, generator=gen),
+        torch.randn(1, 8, 4, 4, generator=gen),
+        torch.randn(1, 2, 8, generator=gen),
+    )
     gt = (torch.rand(1, 2, 16, 16, generator=gen) > 0.5).float()
     losses = crit(out, gt, torch.ones(1, 2, dtype=torch.bool))
     assert set(losses) == {"loss", "bce", "dice", "sal", "sal_v", "sal_t"}

@@ -131,7 +131,9 @@ def test_values_and_grads_match_reference(backend, distance, grid, batch, rows, 
         return wrapped
 
     if backend == "eager":
-        monkeypatch.setattr(lpa_mod, "_attend_block", spy(lpa_mod._attend_block, lambda q, kt, *r: q[..., 0].numel() * kt.shape[-1]))
+        monkeypatch.setattr(
+            lpa_mod, "_attend_block", spy(lpa_mod._attend_block, lambda q, kt, *r: q[..., 0].numel() * kt.shape[-1])
+        )
     else:
         monkeypatch.setattr(lpa_mod, "_rescale_neighbours", spy(lpa_mod._rescale_neighbours, lambda t, *r: t.numel()))
     m64 = make_module(distance, max_block_elements=block, backend=backend).double()
@@ -319,12 +321,16 @@ def test_dropout_on_head_outputs():
         torch.manual_seed(5)
         a = m(x, (5, 7))
         # Same as dropping the concatenated head outputs before out_proj.
-        heads = m._eager(
-            m.q_proj(x).view(1, 35, 4, 8).transpose(1, 2),
-            m.k_proj(x).view(1, 35, 4, 8).transpose(1, 2),
-            m.v_proj(x).view(1, 35, 4, 8).transpose(1, 2),
-            m.geometry((5, 7), "cpu"),
-        ).transpose(1, 2).reshape(1, 35, 32)
+        heads = (
+            m._eager(
+                m.q_proj(x).view(1, 35, 4, 8).transpose(1, 2),
+                m.k_proj(x).view(1, 35, 4, 8).transpose(1, 2),
+                m.v_proj(x).view(1, 35, 4, 8).transpose(1, 2),
+                m.geometry((5, 7), "cpu"),
+            )
+            .transpose(1, 2)
+            .reshape(1, 35, 32)
+        )
         torch.manual_seed(5)
         b = m.out_proj(torch.nn.functional.dropout(heads, 0.5, training=True))
     assert max_err(a, b) < 1e-6

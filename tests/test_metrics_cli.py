@@ -33,7 +33,21 @@ def test_score_is_registered():
 def test_score_writes_metrics_and_curve(bench, tmp_path, capsys):
     root, preds = bench
     out, curve = tmp_path / "out" / "metrics.json", tmp_path / "out" / "curve.png"
-    rc = main(["score", "--data-root", str(root), "--split", SPLIT, "--predictions", str(preds), "--out", str(out), "--curve", str(curve)])
+    rc = main(
+        [
+            "score",
+            "--data-root",
+            str(root),
+            "--split",
+            SPLIT,
+            "--predictions",
+            str(preds),
+            "--out",
+            str(out),
+            "--curve",
+            str(curve),
+        ]
+    )
     assert rc == 0
     metrics = json.loads(out.read_text())
     assert tuple(metrics) == METRIC_KEYS
@@ -59,7 +73,22 @@ def test_score_empty_subset_is_null(tmp_path, capsys):
     preds = tmp_path / "p.jsonl"
     write_predictions(oracle_predictions(PNGEvaluator.from_split(root, SPLIT)), preds)
     out = tmp_path / "m.json"
-    assert main(["score", "--data-root", str(root), "--predictions", str(preds), "--out", str(out), "--curve", str(tmp_path / "c.png")]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--data-root",
+                str(root),
+                "--predictions",
+                str(preds),
+                "--out",
+                str(out),
+                "--curve",
+                str(tmp_path / "c.png"),
+            ]
+        )
+        == 0
+    )
     raw = out.read_text()
     metrics = json.loads(raw)
     assert metrics["ar_stuff"] is None and metrics["ar_plurals"] is None and "null" in raw
@@ -70,7 +99,9 @@ def test_score_empty_subset_is_null(tmp_path, capsys):
 def test_score_bad_line_exits_2(bench, tmp_path, capsys):
     root, preds = bench
     lines = preds.read_text().splitlines()
-    lines.insert(1, '{"narrative": 1, "image_id": 22, "phrase_index": 0, "segmentation": {"size": [5, 7], "counts": "zz"}}')
+    lines.insert(
+        1, '{"narrative": 1, "image_id": 22, "phrase_index": 0, "segmentation": {"size": [5, 7], "counts": "zz"}}'
+    )
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join(lines) + "\n")
     rc = main(["score", "--data-root", str(root), "--predictions", str(bad)])

@@ -140,7 +140,14 @@ def test_compute_metrics_subsets_and_counts():
     assert m["ar_singulars"] == pytest.approx((99.999 + 50.001) / 2, abs=1e-9)
     assert m["ar_plurals"] == pytest.approx((0.001 + 25.001) / 2, abs=1e-9)
     assert m["acc_50"] == 25.0
-    assert (m["n_phrases"], m["n_things"], m["n_stuff"], m["n_singulars"], m["n_plurals"], m["n_missing"]) == (4, 2, 2, 2, 2, 1)
+    assert (m["n_phrases"], m["n_things"], m["n_stuff"], m["n_singulars"], m["n_plurals"], m["n_missing"]) == (
+        4,
+        2,
+        2,
+        2,
+        2,
+        1,
+    )
 
 
 def test_compute_metrics_empty_subsets_are_none():

@@ -49,7 +49,14 @@ def test_oracle_scores_full_marks(tiny, tmp_path):
         assert m[key] == pytest.approx(100.0, abs=0.01)
         assert m[key] == pytest.approx(99.999, abs=1e-9)
     assert m["acc_50"] == 100.0
-    assert (m["n_phrases"], m["n_things"], m["n_stuff"], m["n_singulars"], m["n_plurals"], m["n_missing"]) == (7, 3, 4, 4, 3, 0)
+    assert (m["n_phrases"], m["n_things"], m["n_stuff"], m["n_singulars"], m["n_plurals"], m["n_missing"]) == (
+        7,
+        3,
+        4,
+        4,
+        3,
+        0,
+    )
 
 
 def test_oracle_masks_are_the_independent_ground_truth(tiny):
@@ -136,13 +143,25 @@ BAD_CASES = {
     "missing key": (json.dumps({"narrative": 0, "image_id": 11, "phrase_index": 0}), "missing key 'segmentation'"),
     "unknown narrative": (_good_line().replace('"narrative": 0', '"narrative": 9'), "unknown narrative 9"),
     "negative narrative": (_good_line().replace('"narrative": 0', '"narrative": -1'), "unknown narrative -1"),
-    "narrative without phrases": (_good_line().replace('"narrative": 0', '"narrative": 2'), "narrative 2 has no grounded"),
-    "non-integer narrative": (_good_line().replace('"narrative": 0', '"narrative": "0"'), "'narrative' must be an integer"),
+    "narrative without phrases": (
+        _good_line().replace('"narrative": 0', '"narrative": 2'),
+        "narrative 2 has no grounded",
+    ),
+    "non-integer narrative": (
+        _good_line().replace('"narrative": 0', '"narrative": "0"'),
+        "'narrative' must be an integer",
+    ),
     "image mismatch": (_good_line(image_id=22), "image_id 22 does not match narrative 0"),
     "bad image_id": (_good_line(image_id=[11]), "'image_id' must be an integer"),
     "unknown phrase": (_good_line().replace('"phrase_index": 0', '"phrase_index": 3'), "unknown phrase_index 3"),
-    "float phrase": (_good_line().replace('"phrase_index": 0', '"phrase_index": 0.0'), "'phrase_index' must be an integer"),
-    "wrong size": (_good_line(segmentation=encode_mask(np.zeros((8, 6), bool))), r"size \[8, 6\] does not match .* \[6, 8\]"),
+    "float phrase": (
+        _good_line().replace('"phrase_index": 0', '"phrase_index": 0.0'),
+        "'phrase_index' must be an integer",
+    ),
+    "wrong size": (
+        _good_line(segmentation=encode_mask(np.zeros((8, 6), bool))),
+        r"size \[8, 6\] does not match .* \[6, 8\]",
+    ),
     "bad counts sum": (_good_line(segmentation={"size": [6, 8], "counts": "0`0"}), "bad segmentation"),
     "bad counts char": (_good_line(segmentation={"size": [6, 8], "counts": "0\u007f"}), "outside the RLE alphabet"),
     "counts too long": (_good_line(segmentation={"size": [6, 8], "counts": [10, 40]}), "add up to 50"),
@@ -164,7 +183,9 @@ def test_bad_prediction_names_the_line(tiny, tmp_path, case):
 def test_duplicate_prediction_names_both_lines(tiny, tmp_path):
     path = tmp_path / "dup.jsonl"
     path.write_text("\n".join([_good_line(0, 1), _good_line(1, 0), _good_line(0, 1)]) + "\n")
-    with pytest.raises(PredictionError, match=r"line 3: duplicate prediction for narrative 0, phrase_index 1 \(first given on line 1\)"):
+    with pytest.raises(
+        PredictionError, match=r"line 3: duplicate prediction for narrative 0, phrase_index 1 \(first given on line 1\)"
+    ):
         score_predictions(tiny, SPLIT, path)
 
 

@@ -45,7 +45,9 @@ def test_sample_without_phrases_is_finite_and_gets_no_cross_attention():
     comm = communicator().train()
     y = comm(torch.randn(2, 24, 4, 4), torch.randn(2, 3, 24), mask)
     y.sum().backward()
-    assert torch.isfinite(y).all() and all(torch.isfinite(p.grad).all() for p in comm.parameters() if p.grad is not None)
+    assert torch.isfinite(y).all() and all(
+        torch.isfinite(p.grad).all() for p in comm.parameters() if p.grad is not None
+    )
 
 
 def test_head_is_phrase_kernels_over_bilinear_x4():

@@ -12,7 +12,12 @@ from epng.model import EPNGConfig, build_epng, list_presets, preset_config
 
 def test_defaults_are_the_paper_model():
     cfg = EPNGConfig()
-    assert (cfg.backbone, cfg.text_encoder, cfg.fpn_channels, cfg.d_model) == ("resnet101", "bert-base-uncased", 256, 768)
+    assert (cfg.backbone, cfg.text_encoder, cfg.fpn_channels, cfg.d_model) == (
+        "resnet101",
+        "bert-base-uncased",
+        256,
+        768,
+    )
     assert (cfg.num_heads, cfg.ffn_dim, cfg.num_layers, cfg.dropout, cfg.trainable_stages) == (8, 2048, 3, 0.1, 2)
     assert cfg.loss_weights == (2.0, 2.0, 1.0) and not cfg.text_trainable
 
@@ -61,7 +66,12 @@ def test_presets():
     assert list_presets() == ["epng_lite0_minilm", "epng_r101_bert", "epng_r18_minilm", "epng_r50_bert"]
     paper = preset_config("epng_r101_bert")
     assert (paper.backbone, paper.text_encoder, paper.d_model, paper.num_heads, paper.ffn_dim, paper.num_layers) == (
-        "resnet101", "bert-base-uncased", 768, 8, 2048, 3
+        "resnet101",
+        "bert-base-uncased",
+        768,
+        8,
+        2048,
+        3,
     )
     lite = preset_config("epng_lite0_minilm")
     assert (lite.backbone_weights, lite.text_encoder, lite.d_model) == ("package", "minilm", 192)

@@ -10,8 +10,7 @@ import torch.nn.functional as F
 
 from epng.errors import CheckpointError
 from epng.losses import EPNGCriterion
-from epng.model import EPNG, EPNGConfig, build_epng
-from epng.model import visual_encoder
+from epng.model import EPNG, EPNGConfig, build_epng, visual_encoder
 
 TINY = dict(
     backbone="resnet18",
@@ -83,7 +82,14 @@ def test_frozen_parts_get_no_gradient_trainable_parts_do(tiny):
     assert all(n.startswith(("visual_encoder.body.", "text_encoder.model.")) for n in frozen)
     assert all(grads[n] is None for n in frozen)
     heads = ("head.upsampler.lateral.1", "head.upsampler.refine.1", "head.upsampler.out") if tiny.head.upsampler else ()
-    for prefix in ("visual_encoder.body.layer4", "visual_encoder.fpn", "text_encoder.proj", "communicator", "head", *heads):
+    for prefix in (
+        "visual_encoder.body.layer4",
+        "visual_encoder.fpn",
+        "text_encoder.proj",
+        "communicator",
+        "head",
+        *heads,
+    ):
         assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith(prefix)), prefix
     assert not tiny.text_encoder.model.training
     tiny.zero_grad(set_to_none=True)

@@ -63,7 +63,11 @@ def test_cache_skips_the_transformer_and_matches_uncached(encoder):
         encoder.encode_tokens(*batch(encoder.tokenizer, ["the sea", "a new caption"]))
         assert calls.call_count == 3
         assert calls.call_args.kwargs["input_ids"].shape[0] == 1  # only the unseen narrative
-    assert torch.equal(first, again) and torch.equal(first, padded[:, : ids.shape[1]]) and torch.equal(first, swapped.flip(0))
+    assert (
+        torch.equal(first, again)
+        and torch.equal(first, padded[:, : ids.shape[1]])
+        and torch.equal(first, swapped.flip(0))
+    )
     with torch.no_grad():
         plain = encoder.model(input_ids=ids, attention_mask=mask).last_hidden_state
     real = mask.bool()

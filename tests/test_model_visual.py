@@ -49,7 +49,10 @@ def test_fpn_head_adds_stride_4_level_and_leaves_the_fused_map_alone():
     own = fine.fpn.state_dict()
     # the paper FPN's level i is level i + 1 of the four-level one (inner/layer blocks)
     paper.fpn.load_state_dict(
-        {k: own[k.replace(f"blocks.{k.split('.')[1]}", f"blocks.{int(k.split('.')[1]) + 1}")] for k in paper.fpn.state_dict()}
+        {
+            k: own[k.replace(f"blocks.{k.split('.')[1]}", f"blocks.{int(k.split('.')[1]) + 1}")]
+            for k in paper.fpn.state_dict()
+        }
     )
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():

@@ -23,7 +23,10 @@ def test_masks_are_the_sign_of_the_logits_the_loss_sees():
     logits = torch.randn(2, 3, 8, 8, generator=gen) * 6  # (B, P, H/4, W/4)
     phrase_mask = torch.tensor([[True, True, False], [True, False, False]])
     gt = torch.zeros(2, 3, 32, 32, dtype=torch.bool)
-    meta = [{"phrase_indices": list(range(int(n))), "orig_size": (32, 32), "valid_size": (32, 32)} for n in phrase_mask.sum(1)]
+    meta = [
+        {"phrase_indices": list(range(int(n))), "orig_size": (32, 32), "valid_size": (32, 32)}
+        for n in phrase_mask.sum(1)
+    ]
     trained, _ = real_phrase_logits(logits, gt, phrase_mask)  # (R, 32, 32), as BCE / Dice see them
     masks = torch.cat(binary_masks(logits, (32, 32), meta))
     assert masks.shape == trained.shape

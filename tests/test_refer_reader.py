@@ -133,8 +133,13 @@ def test_uncompressed_rle_and_degenerate_polygons():
     np.testing.assert_array_equal(decode_segmentation({"size": [3, 4], "counts": [3, 1, 7, 1]}, (3, 4)), mask)
     poly = [[1.0, 0.0, 2.0, 0.0, 2.0, 1.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]]  # the 2-point one has no area
     np.testing.assert_array_equal(decode_segmentation(poly, (3, 4)), mask & (np.arange(3)[:, None] == 0))
-    for bad in ([[1.0, 2.0, 3.0]], [[0, 0, "x", 1, 2, 2]], [[0, 0, float("nan"), 1, 2, 2]], "abc",
-                {"size": [3, 5], "counts": [15]}):
+    for bad in (
+        [[1.0, 2.0, 3.0]],
+        [[0, 0, "x", 1, 2, 2]],
+        [[0, 0, float("nan"), 1, 2, 2]],
+        "abc",
+        {"size": [3, 5], "counts": [15]},
+    ):
         with pytest.raises(ValueError):
             decode_segmentation(bad, (3, 4))
 

@@ -58,8 +58,9 @@ class ConstantModel(torch.nn.Module):
         b, p = phrase_mask.shape
         h, w = images.shape[-2:]
         logits = torch.full((b, p, h // 4, w // 4), self.logit)
-        return EPNGOutput(mask_logits=logits, pixel_embed=torch.zeros(b, 1, h // 4, w // 4),
-                          phrase_embed=torch.zeros(b, p, 1))
+        return EPNGOutput(
+            mask_logits=logits, pixel_embed=torch.zeros(b, 1, h // 4, w // 4), phrase_embed=torch.zeros(b, p, 1)
+        )
 
 
 def _gt_areas(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -134,9 +135,29 @@ def _decode_gt(ann: dict, h: int, w: int) -> np.ndarray:
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools vs numpy 2
 def test_res_eval_end_to_end(refer_root, checkpoint, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["res-eval", "--checkpoint", str(checkpoint), "--refer-root", str(refer_root), "--all",
-               "--image-size", "64", "--output", str(out), "--overlays", "2", "--batch-size", "4",
-               "--num-workers", "0", "--quiet", "--device", "cpu"])
+    rc = main(
+        [
+            "res-eval",
+            "--checkpoint",
+            str(checkpoint),
+            "--refer-root",
+            str(refer_root),
+            "--all",
+            "--image-size",
+            "64",
+            "--output",
+            str(out),
+            "--overlays",
+            "2",
+            "--batch-size",
+            "4",
+            "--num-workers",
+            "0",
+            "--quiet",
+            "--device",
+            "cpu",
+        ]
+    )
     printed = capsys.readouterr().out
     assert rc == 0
     assert "mIoU" in printed and "oIoU" in printed and "P@0.9" in printed
@@ -144,7 +165,10 @@ def test_res_eval_end_to_end(refer_root, checkpoint, tmp_path, capsys):
     summary = json.loads((out / "res_summary.json").read_text())
     assert [(r["dataset"], r["split"]) for r in summary["results"]] == [("refcoco", "testA"), ("refcoco", "testB")]
     assert [(m["dataset"], m["split"]) for m in summary["missing"]] == [
-        ("refcoco+", "testA"), ("refcoco+", "testB"), ("refcocog", "test")]
+        ("refcoco+", "testA"),
+        ("refcoco+", "testB"),
+        ("refcocog", "test"),
+    ]
 
     instances = json.loads((refer_root / "refcoco" / "instances.json").read_text())
     anns = {a["id"]: a for a in instances["annotations"]}
@@ -183,8 +207,20 @@ def test_res_eval_end_to_end(refer_root, checkpoint, tmp_path, capsys):
 
 
 def test_res_eval_single_pair_and_errors(refer_root, checkpoint, tmp_path, capsys):
-    args = ["res-eval", "--checkpoint", str(checkpoint), "--refer-root", str(refer_root), "--image-size", "32",
-            "--num-workers", "0", "--quiet", "--device", "cpu"]
+    args = [
+        "res-eval",
+        "--checkpoint",
+        str(checkpoint),
+        "--refer-root",
+        str(refer_root),
+        "--image-size",
+        "32",
+        "--num-workers",
+        "0",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     assert main([*args, "--dataset", "refcoco", "--split", "val", "--threshold", "0.3"]) == 0
     assert re.search(r"^refcoco\s+val\s+\d+\s", capsys.readouterr().out, re.M)
     for extra, message in (

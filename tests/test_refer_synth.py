@@ -26,8 +26,12 @@ def test_deterministic_and_laid_out_like_refer(tmp_path):
     files = _files(a)
     assert files == _files(b)
     assert set(files) == {
-        "refcoco/refs(unc).p", "refcoco/instances.json", "refcoco+/refs(unc).p", "refcoco+/instances.json",
-        "refcocog/refs(umd).p", "refcocog/instances.json",
+        "refcoco/refs(unc).p",
+        "refcoco/instances.json",
+        "refcoco+/refs(unc).p",
+        "refcoco+/instances.json",
+        "refcocog/refs(umd).p",
+        "refcocog/instances.json",
         *(f"images/train2014/COCO_train2014_{100_000 + k:012d}.jpg" for k in range(4)),
     }
     generate_refer(b, ("refcoco",), n_images=4, size=48, seed=6, overwrite=True)
@@ -36,9 +40,11 @@ def test_deterministic_and_laid_out_like_refer(tmp_path):
 
 def test_refs_are_protocol_2_plain_data_and_each_expression_is_unique(tmp_path):
     generate_refer(tmp_path, ("refcoco", "refcoco+", "refcocog"), n_images=6, size=64, seed=1)
-    for dataset, split_by, splits in (("refcoco", "unc", {"val", "testA", "testB"}),
-                                      ("refcoco+", "unc", {"val", "testA", "testB"}),
-                                      ("refcocog", "umd", {"val", "test"})):
+    for dataset, split_by, splits in (
+        ("refcoco", "unc", {"val", "testA", "testB"}),
+        ("refcoco+", "unc", {"val", "testA", "testB"}),
+        ("refcocog", "umd", {"val", "test"}),
+    ):
         raw = (tmp_path / dataset / f"refs({split_by}).p").read_bytes()
         ops = [op.name for op, _, _ in pickletools.genops(io.BytesIO(raw))]
         assert ops[0] == "PROTO" and raw[1] == 2

@@ -72,10 +72,19 @@ def _py2_unicode(s: str) -> bytes:
 
 def test_python2_byte_strings_become_text(tmp_path):
     # [{"sent": <py2 str of UTF-8 bytes>, "raw": <py2 str, Latin-1 bytes>, "tokens": [u"caf\xe9"], "ref_id": 7}]
-    data = (b"\x80\x02]}(" + _py2_str(b"sent") + _py2_str("café".encode("utf-8"))
-            + _py2_str(b"raw") + _py2_str("café".encode("latin-1"))
-            + _py2_str(b"tokens") + b"]" + _py2_unicode("café") + b"a"
-            + _py2_str(b"ref_id") + b"K\x07ua.")
+    data = (
+        b"\x80\x02]}("
+        + _py2_str(b"sent")
+        + _py2_str("café".encode())
+        + _py2_str(b"raw")
+        + _py2_str("café".encode("latin-1"))
+        + _py2_str(b"tokens")
+        + b"]"
+        + _py2_unicode("café")
+        + b"a"
+        + _py2_str(b"ref_id")
+        + b"K\x07ua."
+    )
     pickletools.dis(data, out=io.StringIO())  # a well-formed pickle
     path = tmp_path / "refs(unc).p"
     path.write_bytes(data)
@@ -83,10 +92,23 @@ def test_python2_byte_strings_become_text(tmp_path):
 
 
 def test_plain_refs_load(tmp_path):
-    refs = [{"ref_id": 0, "ann_id": 5, "image_id": 3, "split": "testA", "category_id": 1, "sent_ids": [0, 1],
-             "sentences": [{"sent": "man on left", "raw": "Man on left.", "tokens": ["man", "on", "left"],
-                            "sent_id": 0}],
-             "box": (1.5, 2.0, 3.0, 4.0), "flag": None, "ok": True, "big": 2**70}]
+    refs = [
+        {
+            "ref_id": 0,
+            "ann_id": 5,
+            "image_id": 3,
+            "split": "testA",
+            "category_id": 1,
+            "sent_ids": [0, 1],
+            "sentences": [
+                {"sent": "man on left", "raw": "Man on left.", "tokens": ["man", "on", "left"], "sent_id": 0}
+            ],
+            "box": (1.5, 2.0, 3.0, 4.0),
+            "flag": None,
+            "ok": True,
+            "big": 2**70,
+        }
+    ]
     path = tmp_path / "refs(unc).p"
     path.write_bytes(pickle.dumps(refs, protocol=2))
     assert load_refs_pickle(path) == refs
@@ -94,12 +116,15 @@ def test_plain_refs_load(tmp_path):
         assert RestrictedUnpickler(f).load() == refs
 
 
-@pytest.mark.parametrize("content, match", [
-    (b"", "not a readable refs pickle"),
-    (b"this is not a pickle", "not a readable refs pickle"),
-    (pickle.dumps([{"ref_id": 1, "sentences": ["a" * 50]}], protocol=2)[:-7], "not a readable refs pickle"),
-    (pickle.dumps({"ref_id": 1}, protocol=2), "expected a list of refs"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"", "not a readable refs pickle"),
+        (b"this is not a pickle", "not a readable refs pickle"),
+        (pickle.dumps([{"ref_id": 1, "sentences": ["a" * 50]}], protocol=2)[:-7], "not a readable refs pickle"),
+        (pickle.dumps({"ref_id": 1}, protocol=2), "expected a list of refs"),
+    ],
+)
 def test_bad_files(tmp_path, content, match):
     path = tmp_path / "refs(umd).p"
     path.write_bytes(content)

@@ -27,8 +27,11 @@ SPLITS = ("train2017", "val2017")
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -192,8 +195,13 @@ def test_unique_descriptions_identify_exactly_one_thing():
         for t in scene.things:
             for d in referring_descriptions(scene, t):
                 assert d.thing == t.index and d.shape == t.shape
-                same = [o for o in scene.things if o.shape == d.shape
-                        and (d.colour is None or o.colour == d.colour) and (d.size is None or o.size == d.size)]
+                same = [
+                    o
+                    for o in scene.things
+                    if o.shape == d.shape
+                    and (d.colour is None or o.colour == d.colour)
+                    and (d.size is None or o.size == d.size)
+                ]
                 if d.position is None:
                     assert same == [t]
                 else:
@@ -216,7 +224,9 @@ def test_cli_writes_and_refuses_to_clobber(tmp_path, capsys):
     assert main(["synth", "--out", str(out), "--train", "1", "--val", "1", "--size", "64"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert _digests(out) == before
-    assert main(["synth", "--out", str(out), "--train", "1", "--val", "1", "--size", "64", "--quiet", "--overwrite"]) == 0
+    assert (
+        main(["synth", "--out", str(out), "--train", "1", "--val", "1", "--size", "64", "--quiet", "--overwrite"]) == 0
+    )
     assert len(list((out / "images" / "train2017").iterdir())) == 1
     assert main(["synth", "--out", str(tmp_path / "x"), "--size", "8"]) == 2
     assert "--size" in capsys.readouterr().err

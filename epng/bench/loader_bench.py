@@ -26,7 +26,9 @@ def pick_split(root: str | Path, split: str | None) -> str:
             raise ConfigError(f"--loader-split {split!r}: not under {root}/annotations (found {splits or 'none'})")
         return split
     if not splits:
-        raise ConfigError(f"--loader {root}: no png_coco_<split>.json under {root}/annotations (make one with `epng synth`)")
+        raise ConfigError(
+            f"--loader {root}: no png_coco_<split>.json under {root}/annotations (make one with `epng synth`)"
+        )
     return "train2017" if "train2017" in splits else splits[0]
 
 
@@ -53,7 +55,13 @@ def run_loader_bench(
     config = preset_config(preset, backbone_weights="none", text_weights="random", image_size=image_size)
     mean, std = image_stats(config)
     dataset = PNGDataset(
-        root, split, load_tokenizer(config), image_size=image_size, resize=config.resize, mean=mean, std=std,
+        root,
+        split,
+        load_tokenizer(config),
+        image_size=image_size,
+        resize=config.resize,
+        mean=mean,
+        std=std,
         max_length=config.max_text_length,
     )
     out = {
@@ -99,10 +107,21 @@ def format_loader(results: dict) -> str:
     rows = []
     for n, e in results["workers"].items():
         ips = e["images_per_s"]
-        rows.append([n, f"{e['first_batch_s']:.2f}", e["timed_images"], f"{ips:.1f}" if ips else "— (too few batches)",
-                     f"{e['images_per_s_per_worker']:.1f}" if e.get("images_per_s_per_worker") else "—"])
+        rows.append(
+            [
+                n,
+                f"{e['first_batch_s']:.2f}",
+                e["timed_images"],
+                f"{ips:.1f}" if ips else "— (too few batches)",
+                f"{e['images_per_s_per_worker']:.1f}" if e.get("images_per_s_per_worker") else "—",
+            ]
+        )
     head = (
         f"data loader: {results['root']} ({results['split']}, {results['narratives']} narratives), "
         f"input {results['image_size']}², batch {results['batch_size']}"
     )
-    return head + "\n\n" + markdown_table(["workers", "first batch (s)", "images timed", "images/s", "images/s per worker"], rows)
+    return (
+        head
+        + "\n\n"
+        + markdown_table(["workers", "first batch (s)", "images timed", "images/s", "images/s per worker"], rows)
+    )

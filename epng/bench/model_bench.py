@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from epng.data.dataset import model_inputs
 from epng.bench.harness import (
     ModuleTimer,
     PeakRSS,
@@ -50,6 +49,7 @@ from epng.bench.harness import (
     sync,
     time_interleaved,
 )
+from epng.data.dataset import model_inputs
 
 if TYPE_CHECKING:
     from epng.model.visual_encoder import VisualFeatures
@@ -136,9 +136,7 @@ def make_batch(cfg: ModelBenchConfig, batch: int, device: torch.device | str, se
         "gt_masks": gt.view(batch, p, s, s).bool(),
     }
     out = {k: v.to(device) for k, v in out.items()}
-    out["meta"] = [
-        {"phrase_indices": list(range(p)), "orig_size": (h, w), "valid_size": (s, s)} for _ in range(batch)
-    ]
+    out["meta"] = [{"phrase_indices": list(range(p)), "orig_size": (h, w), "valid_size": (s, s)} for _ in range(batch)]
     return out
 
 
@@ -174,7 +172,9 @@ class PlainPath:
 
     def text(self, b: dict) -> torch.Tensor:
         with torch.no_grad():
-            return self.model.text_encoder(b["input_ids"], b["attention_mask"], b["phrase_token_mask"], b["phrase_mask"])
+            return self.model.text_encoder(
+                b["input_ids"], b["attention_mask"], b["phrase_token_mask"], b["phrase_mask"]
+            )
 
     def communicator(self, visual: torch.Tensor, phrases: torch.Tensor, b: dict) -> torch.Tensor:
         with torch.no_grad():
@@ -204,15 +204,29 @@ class FastPath(PlainPath):
         super().__init__(model)
         start = time.perf_counter()
         self.fast = FastEPNG(
-            model, cfg.device, dtype=cfg.dtype, channels_last=cfg.channels_last, fold_bn=cfg.fold_bn,
-            text_bf16=cfg.text_bf16, compile=cfg.compile, compile_scopes=cfg.compile_scopes, compile_mode=cfg.compile_mode, copy=copy,
+            model,
+            cfg.device,
+            dtype=cfg.dtype,
+            channels_last=cfg.channels_last,
+            fold_bn=cfg.fold_bn,
+            text_bf16=cfg.text_bf16,
+            compile=cfg.compile,
+            compile_scopes=cfg.compile_scopes,
+            compile_mode=cfg.compile_mode,
+            copy=copy,
         )
         self.prepare_seconds = time.perf_counter() - start
         self.model = self.fast.model
         self.clear_text_cache()
         rep = self.fast.report
-        parts = [rep.dtype, "bf16 text" if rep.text_dtype == "bf16" else None, "channels-last" if rep.channels_last else None, f"{rep.folded_bn} BN folded" if rep.folded_bn else None,
-                 "stride-16 head" if rep.stride16_head else None, f"compile({'+'.join(rep.compile_scopes)})" if rep.compile_scopes else None]
+        parts = [
+            rep.dtype,
+            "bf16 text" if rep.text_dtype == "bf16" else None,
+            "channels-last" if rep.channels_last else None,
+            f"{rep.folded_bn} BN folded" if rep.folded_bn else None,
+            "stride-16 head" if rep.stride16_head else None,
+            f"compile({'+'.join(rep.compile_scopes)})" if rep.compile_scopes else None,
+        ]
         self.label = "fast (" + ", ".join(p for p in parts if p) + ")"
 
     def logits(self, b: dict) -> torch.Tensor:
@@ -293,7 +307,9 @@ def measure_inference(paths: dict[str, PlainPath], b: dict, cfg: ModelBenchConfi
                 "median": out["plain"][mode]["median"] / out["fast"][mode]["median"],
                 "min": out["plain"][mode]["min"] / out["fast"][mode]["min"],
                 "paired_median": paired_ratio(p.times, f.times),
-                "cpu_median": statistics.median(p.cpu_times) / statistics.median(f.cpu_times) if p.cpu_times and f.cpu_times else None,
+                "cpu_median": statistics.median(p.cpu_times) / statistics.median(f.cpu_times)
+                if p.cpu_times and f.cpu_times
+                else None,
             }
     return out
 
@@ -425,7 +441,11 @@ def measure_train(model: torch.nn.Module, cfg: ModelBenchConfig, device: torch.d
 
     def step(name: str) -> None:
         opt = optimizers[name]
-        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if variants[name] else torch.autocast(device.type, enabled=False)
+        ctx = (
+            torch.autocast(device.type, dtype=torch.bfloat16)
+            if variants[name]
+            else torch.autocast(device.type, enabled=False)
+        )
         with ctx:
             out = model(*model_inputs(b))
         loss = criterion(out, b["gt_masks"], b["phrase_mask"])["loss"]
@@ -462,7 +482,9 @@ def _trim_heap() -> None:
 
 def _memory_child(spec: dict) -> dict:
     """In a fresh process: build, prepare, warm up, then the peak RSS of ``calls`` calls."""
-    cfg = ModelBenchConfig(**{k: (tuple(v) if k in ("orig_size", "compile_scopes") else v) for k, v in spec["cfg"].items()})
+    cfg = ModelBenchConfig(
+        **{k: (tuple(v) if k in ("orig_size", "compile_scopes") else v) for k, v in spec["cfg"].items()}
+    )
     device = torch.device(cfg.device)
     model = build_model(cfg)
     path: PlainPath = FastPath(model, cfg, copy=False) if spec["path"] == "fast" else PlainPath(model)
@@ -489,7 +511,9 @@ def measure_cpu_memory(cfg: ModelBenchConfig, batch: int) -> dict:
         cmd = [sys.executable, "-m", "epng.bench.model_bench", "--memory-child", json.dumps(spec)]
         env = dict(os.environ)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=max(120.0, 10 * cfg.max_case_seconds))
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, env=env, timeout=max(120.0, 10 * cfg.max_case_seconds)
+            )
         except subprocess.TimeoutExpired:
             out[name] = {"error": "timed out"}
             continue
@@ -649,7 +673,9 @@ def format_results(results: dict) -> str:
                 row.append(fmt_ratio(lat["ratio"][mode]["min"]))
             rows.append(row)
             if lat[names[0]][mode].get("cpu_s_median") is not None and str(results["machine"].get("device")) == "cpu":
-                row = ["  process CPU time per call (ms, median)"] + [fmt_ms(lat[n][mode].get("cpu_s_median")) for n in names]
+                row = ["  process CPU time per call (ms, median)"] + [
+                    fmt_ms(lat[n][mode].get("cpu_s_median")) for n in names
+                ]
                 if compare:
                     row.append(fmt_ratio(lat["ratio"][mode].get("cpu_median")))
                 rows.append(row)
@@ -662,7 +688,11 @@ def format_results(results: dict) -> str:
             rows.append(row)
     if "flops" in results and names:
         fl = results["flops"]
-        rows.append(["GFLOPs / image (text encoder run)"] + [f"{fl[n]['total_text'] / 1e9:.1f}" for n in names] + ([""] if compare else []))
+        rows.append(
+            ["GFLOPs / image (text encoder run)"]
+            + [f"{fl[n]['total_text'] / 1e9:.1f}" for n in names]
+            + ([""] if compare else [])
+        )
         ach = results.get("achieved", {})
         src = "throughput" if thr else "latency"
         if ach.get(src):
@@ -673,20 +703,34 @@ def format_results(results: dict) -> str:
                     cells.append("—")
                 else:
                     frac = a["fraction_of_peak"]
-                    cells.append(f"{a['tflops']:.2f}" + (f" ({100 * frac:.1f}% of {ach['peak_tflops']:.0f})" if frac else ""))
+                    cells.append(
+                        f"{a['tflops']:.2f}" + (f" ({100 * frac:.1f}% of {ach['peak_tflops']:.0f})" if frac else "")
+                    )
             rows.append([f"achieved TFLOP/s ({src}, cached text)"] + cells + ([""] if compare else []))
     mem = results.get("cpu_memory")
     if mem and names:
         rows.append(
             ["peak RSS, batch 1 (MiB, total / extra during a call)"]
-            + [f"{mem[n].get('peak_rss_mib', '—')} / {mem[n].get('extra_mib', '—')}" if "error" not in mem.get(n, {}) else "error" for n in names]
+            + [
+                f"{mem[n].get('peak_rss_mib', '—')} / {mem[n].get('extra_mib', '—')}"
+                if "error" not in mem.get(n, {})
+                else "error"
+                for n in names
+            ]
             + ([""] if compare else [])
         )
     if all("peak_memory_mib" in lat.get(n, {}).get("text", {}) for n in names) and names:
-        rows.append(["peak CUDA memory, latency case (MiB)"] + [str(lat[n]["text"]["peak_memory_mib"]) for n in names] + ([""] if compare else []))
+        rows.append(
+            ["peak CUDA memory, latency case (MiB)"]
+            + [str(lat[n]["text"]["peak_memory_mib"]) for n in names]
+            + ([""] if compare else [])
+        )
         if thr:
-            rows.append([f"peak CUDA memory, batch {thr[names[0]]['text']['batch']} (MiB)"]
-                        + [str(thr[n]["text"].get("peak_memory_mib")) for n in names] + ([""] if compare else []))
+            rows.append(
+                [f"peak CUDA memory, batch {thr[names[0]]['text']['batch']} (MiB)"]
+                + [str(thr[n]["text"].get("peak_memory_mib")) for n in names]
+                + ([""] if compare else [])
+            )
     if rows:
         lines.append(markdown_table(headers, rows))
     if results.get("skipped"):
@@ -703,12 +747,24 @@ def format_results(results: dict) -> str:
         lines.append("")
         secs = ", ".join(f"{k}: {v:.1f} s" for k, v in rep.get("compile_seconds", {}).items()) or "—"
         errs = "; ".join(f"{k}: {v}" for k, v in rep.get("compile_errors", {}).items())
-        lines.append(f"torch.compile ({rep['compile_mode']}): first call (compile + run) {secs}" + (f"; FAILED, eager fallback: {errs}" if errs else ""))
+        lines.append(
+            f"torch.compile ({rep['compile_mode']}): first call (compile + run) {secs}"
+            + (f"; FAILED, eager fallback: {errs}" if errs else "")
+        )
 
     st = results.get("stages")
     if st:
         lines.append("")
-        stage_names = ["visual", "text", "communicator", "communicator.lpa", "communicator.cross", "communicator.ffn", "head", "postprocess"]
+        stage_names = [
+            "visual",
+            "text",
+            "communicator",
+            "communicator.lpa",
+            "communicator.cross",
+            "communicator.ffn",
+            "head",
+            "postprocess",
+        ]
         srows = []
         what = {
             "visual": "backbone + FPN + fusion",
@@ -739,7 +795,9 @@ def format_results(results: dict) -> str:
                 e = tr[name]
                 mem = f"{e['peak_memory_mib']}" if e.get("peak_memory_mib") is not None else "—"
                 trows.append([name.replace("_", " "), tr["batch"], _lat_cell(e), f"{e['images_per_s']:.2f}", mem])
-        lines.append(markdown_table(["training step", "batch", "step ms (median / p90)", "images/s", "peak CUDA MiB"], trows))
+        lines.append(
+            markdown_table(["training step", "batch", "step ms (median / p90)", "images/s", "peak CUDA MiB"], trows)
+        )
     return "\n".join(lines)
 
 

@@ -24,36 +24,65 @@ def _size(text: str) -> tuple[int, int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="epng_r101_bert", help="model preset (default: the paper's epng_r101_bert)")
     parser.add_argument("--image-size", type=int, default=640, help="input side S (S x S, default 640)")
-    parser.add_argument("--orig-size", type=_size, default=(480, 640), metavar="HxW",
-                        help="original image size the masks are produced at (default 480x640)")
+    parser.add_argument(
+        "--orig-size",
+        type=_size,
+        default=(480, 640),
+        metavar="HxW",
+        help="original image size the masks are produced at (default 480x640)",
+    )
     parser.add_argument("--batch", type=int, default=1, help="latency batch (default 1)")
     parser.add_argument("--throughput-batch", type=int, default=8, help="throughput batch (default 8; 0 skips)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per case (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per case first (default 1)")
-    parser.add_argument("--max-case-seconds", type=float, default=60.0,
-                        help="stop a group's timed repeats after this many seconds (at least one is kept)")
+    parser.add_argument(
+        "--max-case-seconds",
+        type=float,
+        default=60.0,
+        help="stop a group's timed repeats after this many seconds (at least one is kept)",
+    )
     parser.add_argument("--phrases", type=int, default=8, help="grounded phrases per narrative (default 8)")
     parser.add_argument("--tokens", type=int, default=96, help="word pieces per narrative (default 96)")
     parser.add_argument("--fast", action="store_true", help="also run the fast path, side by side, with ratios")
     parser.add_argument("--fast-only", action="store_true", help="run only the fast path")
-    parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
-                        help="fast path precision (auto: bf16 where the device has it natively)")
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="fast path precision (auto: bf16 where the device has it natively)",
+    )
     parser.add_argument("--no-channels-last", action="store_true", help="fast path: keep NCHW convolutions")
-    parser.add_argument("--no-fold-bn", action="store_true", help="fast path: keep BatchNorms apart from the convolutions")
-    parser.add_argument("--text-bf16", action="store_true",
-                        help="fast path in bf16: run the text encoder in bf16 too (default: fp32)")
+    parser.add_argument(
+        "--no-fold-bn", action="store_true", help="fast path: keep BatchNorms apart from the convolutions"
+    )
+    parser.add_argument(
+        "--text-bf16", action="store_true", help="fast path in bf16: run the text encoder in bf16 too (default: fp32)"
+    )
     parser.add_argument("--compile", action="store_true", help="fast path: torch.compile (implies --fast)")
-    parser.add_argument("--compile-mode", default=None,
-                        help="torch.compile mode (e.g. max-autotune-no-cudagraphs); default: default mode + freezing")
-    parser.add_argument("--compile-scope", default="visual,communicator",
-                        help="comma list of stages to compile: visual, communicator (default both)")
-    parser.add_argument("--train", action="store_true", help="also time a training step (forward + loss + backward + Adam)")
+    parser.add_argument(
+        "--compile-mode",
+        default=None,
+        help="torch.compile mode (e.g. max-autotune-no-cudagraphs); default: default mode + freezing",
+    )
+    parser.add_argument(
+        "--compile-scope",
+        default="visual,communicator",
+        help="comma list of stages to compile: visual, communicator (default both)",
+    )
+    parser.add_argument(
+        "--train", action="store_true", help="also time a training step (forward + loss + backward + Adam)"
+    )
     parser.add_argument("--train-batch", type=int, default=None, help="training batch (default: --batch)")
     parser.add_argument("--train-repeats", type=int, default=3)
     parser.add_argument("--train-only", action="store_true", help="only the training step (no inference cases)")
-    parser.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
-                        help="start no new measurement phase after this many seconds (the rest is listed as skipped)")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="start no new measurement phase after this many seconds (the rest is listed as skipped)",
+    )
     parser.add_argument("--no-stages", action="store_true", help="skip the per-stage breakdown")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     parser.add_argument("--no-memory", action="store_true", help="skip peak memory (CPU: one subprocess per path)")
@@ -86,8 +115,14 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise ConfigError(f"--loader-workers {args.loader_workers!r}: expected a comma list of integers") from err
         results = run_loader_bench(
-            args.loader, split=args.loader_split, preset=args.preset, image_size=args.image_size,
-            batch_size=args.loader_batch, workers=workers, max_batches=args.loader_batches, max_seconds=args.max_case_seconds,
+            args.loader,
+            split=args.loader_split,
+            preset=args.preset,
+            image_size=args.image_size,
+            batch_size=args.loader_batch,
+            workers=workers,
+            max_batches=args.loader_batches,
+            max_seconds=args.max_case_seconds,
         )
         print(format_loader(results))
     else:
@@ -106,15 +141,37 @@ def run(args: argparse.Namespace) -> int:
         if args.image_size < 32 or args.image_size % 32:
             raise ConfigError("--image-size must be a positive multiple of 32")
         cfg = ModelBenchConfig(
-            preset=args.preset, image_size=args.image_size, orig_size=tuple(args.orig_size), batch=args.batch,
-            throughput_batch=args.throughput_batch, device=args.device, repeats=args.repeats, warmup=args.warmup,
-            max_case_seconds=args.max_case_seconds, phrases=args.phrases, tokens=args.tokens,
-            fast=args.fast or args.compile, fast_only=args.fast_only, dtype=args.dtype,
-            channels_last=not args.no_channels_last, fold_bn=not args.no_fold_bn, text_bf16=args.text_bf16, compile=args.compile,
-            compile_mode=args.compile_mode, compile_scopes=scopes, train=args.train, train_batch=args.train_batch,
-            train_repeats=args.train_repeats, stages=not args.no_stages, flops=not args.no_flops,
-            memory=not args.no_memory, seed=args.seed, train_only=args.train_only, deadline_seconds=args.deadline,
+            preset=args.preset,
+            image_size=args.image_size,
+            orig_size=tuple(args.orig_size),
+            batch=args.batch,
+            throughput_batch=args.throughput_batch,
+            device=args.device,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            max_case_seconds=args.max_case_seconds,
+            phrases=args.phrases,
+            tokens=args.tokens,
+            fast=args.fast or args.compile,
+            fast_only=args.fast_only,
+            dtype=args.dtype,
+            channels_last=not args.no_channels_last,
+            fold_bn=not args.no_fold_bn,
+            text_bf16=args.text_bf16,
+            compile=args.compile,
+            compile_mode=args.compile_mode,
+            compile_scopes=scopes,
+            train=args.train,
+            train_batch=args.train_batch,
+            train_repeats=args.train_repeats,
+            stages=not args.no_stages,
+            flops=not args.no_flops,
+            memory=not args.no_memory,
+            seed=args.seed,
+            train_only=args.train_only,
+            deadline_seconds=args.deadline,
         )
+
         def save(partial: dict) -> None:  # after every phase: a run cut short keeps what it measured
             if args.json:
                 path = Path(args.json)

@@ -13,7 +13,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo_cpu.yam
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="demo_out", help="folder for everything the demo writes")
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="training config (default: configs/demo_cpu.yaml)")
+    parser.add_argument(
+        "--config", default=str(DEFAULT_CONFIG), help="training config (default: configs/demo_cpu.yaml)"
+    )
     parser.add_argument("--train-images", type=int, default=400)
     parser.add_argument("--val-images", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -48,8 +50,16 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"[3/3] evaluating {run_dir / 'best'} on val2017 -> {eval_dir}")
     model = load_model(run_dir / "best", "cpu")
-    evaluation = evaluate_checkpoint(model, synth_dir, cfg.data.val_split, eval_dir, batch_size=cfg.optim.batch_size,
-                                     num_workers=cfg.data.num_workers, n_overlays=8, amp=cfg.optim.amp)
+    evaluation = evaluate_checkpoint(
+        model,
+        synth_dir,
+        cfg.data.val_split,
+        eval_dir,
+        batch_size=cfg.optim.batch_size,
+        num_workers=cfg.data.num_workers,
+        n_overlays=8,
+        amp=cfg.optim.amp,
+    )
     print(evaluation["table"])
     print(f"\nresults: {eval_dir.resolve()}  (metrics.json, recall_curve.png, overlays/, predictions.jsonl)")
     return 0

@@ -10,12 +10,16 @@ HELP = "segment the phrases of your own caption in your own image"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a saved model folder (e.g. a run's best/)")
     parser.add_argument("--image", required=True, help="JPEG or PNG file")
-    parser.add_argument("--caption", required=True, help='the narrative; mark phrases with [brackets] unless --phrase is given')
+    parser.add_argument(
+        "--caption", required=True, help="the narrative; mark phrases with [brackets] unless --phrase is given"
+    )
     parser.add_argument("--phrase", action="append", default=[], help="a phrase of the caption to segment (repeatable)")
     parser.add_argument("--output", required=True, help="folder for the mask PNGs and the overlay")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--fast", action="store_true", help="fast inference path: bf16 where native, channels-last, folded BatchNorm")
+    parser.add_argument(
+        "--fast", action="store_true", help="fast inference path: bf16 where native, channels-last, folded BatchNorm"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

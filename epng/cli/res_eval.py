@@ -9,36 +9,78 @@ HELP = "zero-shot referring expression segmentation of a checkpoint on RefCOCO/R
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="DIR", help="EPNG checkpoint (a save_pretrained folder)")
-    parser.add_argument("--refer-root", required=True, metavar="DIR",
-                        help="folder holding <dataset>/refs(<split_by>).p and <dataset>/instances.json")
-    parser.add_argument("--dataset", default=None, choices=("refcoco", "refcoco+", "refcocog"),
-                        help="dataset to evaluate (default refcoco)")
-    parser.add_argument("--split-by", default=None, metavar="NAME",
-                        help="refs file variant (default: unc for refcoco/refcoco+, umd for refcocog)")
-    parser.add_argument("--split", default=None, metavar="S",
-                        help="split, e.g. val, testA, testB (refcoco, refcoco+) or val, test (refcocog); "
-                             "default testA (test for refcocog)")
-    parser.add_argument("--all", action="store_true",
-                        help="evaluate the paper's five pairs (refcoco testA/testB, refcoco+ testA/testB, refcocog "
-                             "test) that exist under --refer-root; missing ones are reported")
-    parser.add_argument("--image-dir", default=None, metavar="DIR",
-                        help="COCO train2014 images (default: <refer-root>/images/train2014)")
-    parser.add_argument("--output", default=None, metavar="DIR",
-                        help="write metrics.json, predictions.jsonl and overlays per pair, and res_summary.json")
+    parser.add_argument(
+        "--refer-root",
+        required=True,
+        metavar="DIR",
+        help="folder holding <dataset>/refs(<split_by>).p and <dataset>/instances.json",
+    )
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        choices=("refcoco", "refcoco+", "refcocog"),
+        help="dataset to evaluate (default refcoco)",
+    )
+    parser.add_argument(
+        "--split-by",
+        default=None,
+        metavar="NAME",
+        help="refs file variant (default: unc for refcoco/refcoco+, umd for refcocog)",
+    )
+    parser.add_argument(
+        "--split",
+        default=None,
+        metavar="S",
+        help="split, e.g. val, testA, testB (refcoco, refcoco+) or val, test (refcocog); "
+        "default testA (test for refcocog)",
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="evaluate the paper's five pairs (refcoco testA/testB, refcoco+ testA/testB, refcocog "
+        "test) that exist under --refer-root; missing ones are reported",
+    )
+    parser.add_argument(
+        "--image-dir",
+        default=None,
+        metavar="DIR",
+        help="COCO train2014 images (default: <refer-root>/images/train2014)",
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        metavar="DIR",
+        help="write metrics.json, predictions.jsonl and overlays per pair, and res_summary.json",
+    )
     parser.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (default 0.5)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="expressions per batch (default 8)")
-    parser.add_argument("--overlays", type=int, default=0, metavar="N",
-                        help="save N overlay PNGs per pair (needs --output; default 0)")
-    parser.add_argument("--image-size", type=int, nargs="+", default=None, metavar="PX",
-                        help="input size S or H W (default: the checkpoint config's image_size, else 640)")
-    parser.add_argument("--resize", default=None, choices=("square", "letterbox"),
-                        help="resize mode (default: the checkpoint config's, else square)")
+    parser.add_argument(
+        "--overlays", type=int, default=0, metavar="N", help="save N overlay PNGs per pair (needs --output; default 0)"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="PX",
+        help="input size S or H W (default: the checkpoint config's image_size, else 640)",
+    )
+    parser.add_argument(
+        "--resize",
+        default=None,
+        choices=("square", "letterbox"),
+        help="resize mode (default: the checkpoint config's, else square)",
+    )
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--amp", default="none", choices=("none", "bf16", "auto"),
-                        help="mixed precision (default none)")
+    parser.add_argument(
+        "--amp", default="none", choices=("none", "bf16", "auto"), help="mixed precision (default none)"
+    )
     parser.add_argument("--num-workers", type=int, default=2, metavar="N", help="data loader workers (default 2)")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="leave bad refs/images out and count them instead of stopping at the first one")
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave bad refs/images out and count them instead of stopping at the first one",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -83,16 +125,31 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, device)
     size = None if args.image_size is None else (args.image_size[0] if len(args.image_size) == 1 else args.image_size)
     results, missing = evaluate_pairs(
-        model, root, pairs, split_by=args.split_by, image_dir=args.image_dir, image_size=size, resize=args.resize,
-        batch_size=args.batch_size, threshold=args.threshold, num_workers=args.num_workers, amp=args.amp,
-        mode="skip" if args.skip_bad else "strict", output=args.output, n_overlays=args.overlays,
-        skip_missing=args.all, progress=not args.quiet, checkpoint=str(args.checkpoint),
+        model,
+        root,
+        pairs,
+        split_by=args.split_by,
+        image_dir=args.image_dir,
+        image_size=size,
+        resize=args.resize,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        num_workers=args.num_workers,
+        amp=args.amp,
+        mode="skip" if args.skip_bad else "strict",
+        output=args.output,
+        n_overlays=args.overlays,
+        skip_missing=args.all,
+        progress=not args.quiet,
+        checkpoint=str(args.checkpoint),
     )
     if results:
         m = results[0].metrics
-        print(f"zero-shot RES of {args.checkpoint}: input {m['image_size'][0]}x{m['image_size'][1]} "
-              f"({m['image_size_from']}), resize {m['resize']} ({m['resize_from']}), threshold {args.threshold}; "
-              "values in percent, P@t = share of expressions with IoU >= t")
+        print(
+            f"zero-shot RES of {args.checkpoint}: input {m['image_size'][0]}x{m['image_size'][1]} "
+            f"({m['image_size_from']}), resize {m['resize']} ({m['resize_from']}), threshold {args.threshold}; "
+            "values in percent, P@t = share of expressions with IoU >= t"
+        )
     print(format_res_table(results, missing))
     if args.output:
         print(f"metrics written to {Path(args.output) / 'res_summary.json'}")

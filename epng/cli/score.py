@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help='JSON Lines, one line per phrase: {"narrative", "image_id", "phrase_index", "segmentation": COCO RLE}',
     )
-    parser.add_argument("--out", default=None, help="write the metrics as JSON here (AR in percent, null for an empty subset)")
+    parser.add_argument(
+        "--out", default=None, help="write the metrics as JSON here (AR in percent, null for an empty subset)"
+    )
     parser.add_argument("--curve", default=None, help="save the recall-vs-IoU curves here (.png, .pdf, .svg)")
 
 
@@ -45,7 +47,11 @@ def run(args: argparse.Namespace) -> int:
 
         arrays = evaluator.phrase_arrays()
         path = plot_recall_curves(
-            arrays["iou"], arrays["is_thing"], arrays["is_plural"], args.curve, title=f"PNG recall vs IoU ({args.split})"
+            arrays["iou"],
+            arrays["is_thing"],
+            arrays["is_plural"],
+            args.curve,
+            title=f"PNG recall vs IoU ({args.split})",
         )
         print(f"recall curve written to {path}")
     return 0

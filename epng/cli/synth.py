@@ -25,8 +25,15 @@ def run(args: argparse.Namespace) -> int:
         if done == total or done % 100 == 0:
             print(f"\r{split}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
-    summary = generate_benchmark(args.out, args.train, args.val, args.size, args.seed,
-                                 overwrite=args.overwrite, progress=None if args.quiet else progress)
+    summary = generate_benchmark(
+        args.out,
+        args.train,
+        args.val,
+        args.size,
+        args.seed,
+        overwrite=args.overwrite,
+        progress=None if args.quiet else progress,
+    )
     for line in summary.lines():
         print(line)
     return 0

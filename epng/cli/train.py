@@ -10,7 +10,9 @@ HELP = "train EPNG (resumes when OUTPUT already holds a checkpoint; several proc
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML file, e.g. configs/demo_cpu.yaml")
     parser.add_argument("--output", required=True, help="run folder: checkpoints, logs, best/ and final/ models")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=2e-4 data.root=DIR")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=2e-4 data.root=DIR"
+    )
     parser.epilog = (
         "Multi-GPU: torchrun --nproc_per_node 4 -m epng.cli.main train --config ... --output ...\n"
         "Re-running the same command on the same --output resumes exactly where it stopped."

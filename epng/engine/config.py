@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -27,7 +27,7 @@ class DataSection:
     max_length: int = 512  # word pieces; longer narratives are truncated and reported
     on_bad_sample: str = "skip"  # "skip" (count and go on) or "strict" (stop with the record named)
     num_workers: int = 2
-    val_max_narratives: Optional[int] = None  # periodic validation on a prefix of the val split
+    val_max_narratives: int | None = None  # periodic validation on a prefix of the val split
 
 
 @dataclass

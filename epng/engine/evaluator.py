@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -27,20 +28,34 @@ from epng.viz import save_phrase_overlay
 PredictionHook = Callable[[dict, np.ndarray], None]
 
 
-def dataset_for(model: torch.nn.Module, root: str | Path, split: str, max_length: int | None = None, **kwargs) -> PNGDataset:
+def dataset_for(
+    model: torch.nn.Module, root: str | Path, split: str, max_length: int | None = None, **kwargs
+) -> PNGDataset:
     """The split as ``model`` expects its input: its tokenizer, input size, resize and normalisation
     (``max_length`` is capped by the text encoder's). ``kwargs`` go to `PNGDataset`."""
     cfg = model.config
     limit = cfg.max_text_length if max_length is None else min(max_length, cfg.max_text_length)
     return PNGDataset(
-        root, split, model.tokenizer, image_size=cfg.image_size, resize=cfg.resize,
-        mean=model.image_mean, std=model.image_std, max_length=limit, **kwargs,
+        root,
+        split,
+        model.tokenizer,
+        image_size=cfg.image_size,
+        resize=cfg.resize,
+        mean=model.image_mean,
+        std=model.image_std,
+        max_length=limit,
+        **kwargs,
     )
 
 
 @torch.no_grad()
 def batch_masks(
-    model: torch.nn.Module, batch: dict, device: torch.device, amp: str = "none", fast: FastEPNG | None = None, threshold: float = 0.5
+    model: torch.nn.Module,
+    batch: dict,
+    device: torch.device,
+    amp: str = "none",
+    fast: FastEPNG | None = None,
+    threshold: float = 0.5,
 ) -> list[torch.Tensor]:
     """Per sample of a `collate_png` batch, the (P_b, h, w) bool masks of its real phrases at its original size."""
     inputs = model_inputs(batch, device)
@@ -106,7 +121,12 @@ class PredictionWriter:
 
     def __call__(self, meta: dict, masks: np.ndarray) -> None:
         for phrase_index, mask in zip(meta["phrase_indices"], masks):
-            record = {"narrative": meta["narrative"], "image_id": meta["image_id"], "phrase_index": phrase_index, "segmentation": encode_mask(mask)}
+            record = {
+                "narrative": meta["narrative"],
+                "image_id": meta["image_id"],
+                "phrase_index": phrase_index,
+                "segmentation": encode_mask(mask),
+            }
             self._file.write(json.dumps(record) + "\n")
             self.n_lines += 1
         if len(self.overlays) < self.n_overlays:
@@ -115,7 +135,9 @@ class PredictionWriter:
             image = decode_image_file(image_path(self.dataset.layout, self.dataset.panoptic, meta["image_id"]))
             path = self.out_dir / "overlays" / f"narrative_{meta['narrative']:06d}.png"
             labels = [phrases[k] for k in meta["phrase_indices"]]
-            self.overlays.append(save_phrase_overlay(image.permute(1, 2, 0).numpy(), masks, labels, path, title=narrative.caption))
+            self.overlays.append(
+                save_phrase_overlay(image.permute(1, 2, 0).numpy(), masks, labels, path, title=narrative.caption)
+            )
 
     def close(self) -> None:
         self._file.close()
@@ -142,20 +164,34 @@ def evaluate_checkpoint(
     ctx = init_distributed("cuda" if next(model.parameters()).is_cuda else "cpu")
     dataset = dataset_for(model, data_root, split, mode=mode)
     loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), ctx.world_size, ctx.rank),
-        num_workers=num_workers, collate_fn=collate_png,
+        dataset,
+        batch_size=batch_size,
+        sampler=ShardSampler(len(dataset), ctx.world_size, ctx.rank),
+        num_workers=num_workers,
+        collate_fn=collate_png,
     )
     writer = PredictionWriter(out_dir, dataset, n_overlays)
     try:
         fast_path = FastEPNG(model, copy=False) if fast else None
-        evaluator = evaluate_loader(model, loader, dataset, ctx, amp=amp, on_prediction=writer, progress=True, fast=fast_path)
+        evaluator = evaluate_loader(
+            model, loader, dataset, ctx, amp=amp, on_prediction=writer, progress=True, fast=fast_path
+        )
     finally:
         writer.close()
     metrics = evaluator.compute()
     arrays = evaluator.phrase_arrays()
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_recall_curves(arrays["iou"], arrays["is_thing"], arrays["is_plural"], out_dir / "recall_curve.png", title=f"EPNG on {split}")
+    plot_recall_curves(
+        arrays["iou"], arrays["is_thing"], arrays["is_plural"], out_dir / "recall_curve.png", title=f"EPNG on {split}"
+    )
     report = dataset.report()
-    return {"metrics": metrics, "table": format_metrics_table(metrics, title=f"{split} ({report.summary()})"), "files": {
-        "predictions": str(writer.path), "metrics": str(out_dir / "metrics.json"),
-        "curve": str(out_dir / "recall_curve.png"), "overlays": [str(p) for p in writer.overlays]}}
+    return {
+        "metrics": metrics,
+        "table": format_metrics_table(metrics, title=f"{split} ({report.summary()})"),
+        "files": {
+            "predictions": str(writer.path),
+            "metrics": str(out_dir / "metrics.json"),
+            "curve": str(out_dir / "recall_curve.png"),
+            "overlays": [str(p) for p in writer.overlays],
+        },
+    }

@@ -126,7 +126,11 @@ def _fold_weights(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Co
     """A new conv computing ``bn(conv(x))`` with eval-mode BatchNorm statistics (fp64 arithmetic)."""
     fused = copy_module.deepcopy(conv)
     w = conv.weight.detach().double()
-    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
+    b = (
+        conv.bias.detach().double()
+        if conv.bias is not None
+        else torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
+    )
     var, mean = bn.running_var.double(), bn.running_mean.double()
     gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(var)
     beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(var)
@@ -383,7 +387,9 @@ class FastEPNG:
             images = images.to(dtype=self.dtype, memory_format=fmt)
             return self._visual(images)
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor, phrase_token_mask: Tensor, phrase_mask: Tensor) -> Tensor:
+    def encode_text(
+        self, input_ids: Tensor, attention_mask: Tensor, phrase_token_mask: Tensor, phrase_mask: Tensor
+    ) -> Tensor:
         """Phrase features (B, P, C), through the model's text encoder (and its frozen-feature cache)."""
         ctx = self._autocast() if self.text_bf16 else nullcontext()
         with torch.inference_mode(), ctx:
@@ -449,4 +455,3 @@ def plain_forward(model: nn.Module, batch: dict) -> Tensor:
     with torch.no_grad():
         out = model(*model_inputs(batch))
     return out.mask_logits
-

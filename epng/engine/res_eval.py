@@ -135,8 +135,14 @@ def evaluate_res(
         raise ConfigError(f"threshold must lie in [0, 1), got {threshold}")
     model.eval()
     device = next(model.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_refer, pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_refer,
+        pin_memory=device.type == "cuda",
+    )
     metric = RESMetric(RES_THRESHOLDS)
     out_file = None
     if predictions_file is not None:
@@ -144,8 +150,9 @@ def evaluate_res(
         out_file = open(predictions_file, "w", encoding="utf-8")
     overlays_left = max(0, int(n_overlays)) if overlays_dir is not None else 0
     try:
-        for batch in tqdm(loader, desc=f"res {dataset.refer.dataset} {dataset.split}", disable=not progress,
-                          dynamic_ncols=True):
+        for batch in tqdm(
+            loader, desc=f"res {dataset.refer.dataset} {dataset.split}", disable=not progress, dynamic_ncols=True
+        ):
             dataset.note_skipped(batch)
             if batch["images"].shape[0] == 0:
                 continue
@@ -157,15 +164,32 @@ def evaluate_res(
                 gt = dataset.gt_mask(i)
                 iou = metric.add(pred, gt)
                 if out_file is not None:
-                    out_file.write(json.dumps({
-                        "index": e.index, "ref_id": e.ref_id, "sent_id": e.sent_id, "ann_id": e.ann_id,
-                        "image_id": e.image_id, "expression": e.text, "intersection": metric.intersections[-1],
-                        "union": metric.unions[-1], "iou": iou, "segmentation": encode_mask(pred),
-                    }) + "\n")
+                    out_file.write(
+                        json.dumps(
+                            {
+                                "index": e.index,
+                                "ref_id": e.ref_id,
+                                "sent_id": e.sent_id,
+                                "ann_id": e.ann_id,
+                                "image_id": e.image_id,
+                                "expression": e.text,
+                                "intersection": metric.intersections[-1],
+                                "union": metric.unions[-1],
+                                "iou": iou,
+                                "segmentation": encode_mask(pred),
+                            }
+                        )
+                        + "\n"
+                    )
                 if overlays_left > 0:
                     overlays_left -= 1
-                    save_overlay(dataset.image_file(i), pred, gt, f"{e.text}  (IoU {100 * iou:.1f})",
-                                 Path(overlays_dir) / f"{e.index:05d}_ref{e.ref_id}_sent{e.sent_id}.png")
+                    save_overlay(
+                        dataset.image_file(i),
+                        pred,
+                        gt,
+                        f"{e.text}  (IoU {100 * iou:.1f})",
+                        Path(overlays_dir) / f"{e.index:05d}_ref{e.ref_id}_sent{e.sent_id}.png",
+                    )
     finally:
         if out_file is not None:
             out_file.close()
@@ -216,35 +240,68 @@ def evaluate_pairs(
         layout = refer_layout(refer_root, dataset_name, sb, image_dir)
         absent = layout.missing()
         if absent and skip_missing:
-            missing.append({"dataset": dataset_name, "split_by": sb, "split": split,
-                            "reason": f"{absent[0]} not found"})
+            missing.append(
+                {"dataset": dataset_name, "split_by": sb, "split": split, "reason": f"{absent[0]} not found"}
+            )
             log(f"{dataset_name} {split}: not found ({absent[0]})")
             continue
         if dataset_name not in loaded:
             loaded[dataset_name] = ReferData.load(refer_root, dataset_name, sb, image_dir)
         refer = loaded[dataset_name]
         if skip_missing and not refer.split_counts().get(split):
-            missing.append({"dataset": dataset_name, "split_by": sb, "split": split,
-                            "reason": f"{layout.refs_file} has no ref of split {split}"})
+            missing.append(
+                {
+                    "dataset": dataset_name,
+                    "split_by": sb,
+                    "split": split,
+                    "reason": f"{layout.refs_file} has no ref of split {split}",
+                }
+            )
             log(f"{dataset_name} {split}: no ref of this split in {layout.refs_file}")
             continue
         start = time.perf_counter()
-        ds = ReferDataset(refer, split, tokenizer, image_size=settings.image_size, resize=settings.resize,
-                          mean=mean, std=std, max_length=max_length, mode=mode)
+        ds = ReferDataset(
+            refer,
+            split,
+            tokenizer,
+            image_size=settings.image_size,
+            resize=settings.resize,
+            mean=mean,
+            std=std,
+            max_length=max_length,
+            mode=mode,
+        )
         pair_dir = out_root / pair_name(dataset_name, split) if out_root is not None else None
         predictions = pair_dir / "predictions.jsonl" if pair_dir is not None else None
-        metrics = evaluate_res(model, ds, batch_size=batch_size, threshold=threshold, num_workers=num_workers,
-                               amp=amp, predictions_file=predictions,
-                               overlays_dir=pair_dir / "overlays" if pair_dir is not None else None,
-                               n_overlays=n_overlays, progress=progress)
+        metrics = evaluate_res(
+            model,
+            ds,
+            batch_size=batch_size,
+            threshold=threshold,
+            num_workers=num_workers,
+            amp=amp,
+            predictions_file=predictions,
+            overlays_dir=pair_dir / "overlays" if pair_dir is not None else None,
+            n_overlays=n_overlays,
+            progress=progress,
+        )
         report = ds.report()
         metrics = {
-            "dataset": dataset_name, "split_by": sb, "split": split, **metrics,
-            "units": "percent", "precision_rule": "fraction of expressions with IoU >= t",
-            "n_skipped": report.n_skipped, "skipped": dict(report.skipped),
+            "dataset": dataset_name,
+            "split_by": sb,
+            "split": split,
+            **metrics,
+            "units": "percent",
+            "precision_rule": "fraction of expressions with IoU >= t",
+            "n_skipped": report.n_skipped,
+            "skipped": dict(report.skipped),
             "n_partly_truncated": ds.n_partial,
-            "threshold": threshold, "image_size": list(settings.image_size), "resize": settings.resize,
-            "image_size_from": settings.image_size_from, "resize_from": settings.resize_from, "checkpoint": checkpoint,
+            "threshold": threshold,
+            "image_size": list(settings.image_size),
+            "resize": settings.resize,
+            "image_size_from": settings.image_size_from,
+            "resize_from": settings.resize_from,
+            "checkpoint": checkpoint,
         }
         result = RESResult(dataset_name, sb, split, metrics, report, time.perf_counter() - start)
         if pair_dir is not None:
@@ -270,11 +327,22 @@ def format_res_table(results: Sequence[RESResult], missing: Sequence[dict] = ())
     """One row per evaluated pair: expressions, mIoU, oIoU, P@0.5..0.9 (percent); then the missing pairs."""
     keys = [threshold_key(t) for t in RES_THRESHOLDS]
     header = ["dataset", "split", "exprs", "mIoU", "oIoU", *[f"P@{k}" for k in keys]]
-    rows = [[r.dataset, r.split, str(r.metrics["n_expressions"]), f"{r.metrics['mIoU']:.2f}",
-             f"{r.metrics['oIoU']:.2f}", *[f"{r.metrics['precision'][k]:.2f}" for k in keys]] for r in results]
+    rows = [
+        [
+            r.dataset,
+            r.split,
+            str(r.metrics["n_expressions"]),
+            f"{r.metrics['mIoU']:.2f}",
+            f"{r.metrics['oIoU']:.2f}",
+            *[f"{r.metrics['precision'][k]:.2f}" for k in keys],
+        ]
+        for r in results
+    ]
     widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
-    lines = ["  ".join(cell.ljust(widths[c]) if c < 2 else cell.rjust(widths[c]) for c, cell in enumerate(row))
-             for row in [header, *rows]]
+    lines = [
+        "  ".join(cell.ljust(widths[c]) if c < 2 else cell.rjust(widths[c]) for c, cell in enumerate(row))
+        for row in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     for m in missing:
         lines.append(f"{m['dataset']} {m['split']}: not evaluated ({m['reason']})")
@@ -282,6 +350,13 @@ def format_res_table(results: Sequence[RESResult], missing: Sequence[dict] = ())
 
 
 __all__ = [
-    "InputSettings", "RESResult", "STANDARD_PAIRS", "evaluate_pairs", "evaluate_res", "format_res_table",
-    "input_settings", "pair_name", "save_overlay",
+    "InputSettings",
+    "RESResult",
+    "STANDARD_PAIRS",
+    "evaluate_pairs",
+    "evaluate_res",
+    "format_res_table",
+    "input_settings",
+    "pair_name",
+    "save_overlay",
 ]

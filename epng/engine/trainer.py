@@ -99,7 +99,11 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
     log = JsonlLog(out / "log.jsonl", ctx.is_main)
 
     # ---- model, loss, data -------------------------------------------------------------
-    overrides = {**OmegaConf.to_container(cfg.model.overrides), "image_size": cfg.data.image_size, "resize": cfg.data.resize}
+    overrides = {
+        **OmegaConf.to_container(cfg.model.overrides),
+        "image_size": cfg.data.image_size,
+        "resize": cfg.data.resize,
+    }
     model: EPNG = build_epng(cfg.model.preset, **overrides).to(device)
     criterion = EPNGCriterion.from_config(model.config)
     data = dict(mode=cfg.data.on_bad_sample, max_length=cfg.data.max_length)
@@ -141,7 +145,11 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
             print(f"resuming from {resumed.path} (step {step}, epoch {epoch}, batch {batch_in_epoch})")
         log.write(event="resume", step=step, checkpoint=str(resumed.path))
 
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ctx.enabled else model
+    ddp = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if ctx.enabled
+        else model
+    )
     writer = _tensorboard(out, cfg) if ctx.is_main else None
 
     def save(tag_step: int) -> Path | None:
@@ -158,7 +166,9 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
             "scheduler": scheduler.state_dict(),
             "rng": rngs,
         }
-        path = ckpt.save_checkpoint(out, tag_step, model, state, ema.state_dict() if ema else None, cfg.run.keep_checkpoints)
+        path = ckpt.save_checkpoint(
+            out, tag_step, model, state, ema.state_dict() if ema else None, cfg.run.keep_checkpoints
+        )
         barrier(ctx)
         return path
 
@@ -237,10 +247,23 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
                 speed = images_since * ctx.world_size / max(now - t_last, 1e-9)
                 t_last, images_since = now, 0
                 # the loss of the whole global batch is the mean over processes of their (rescaled) parts
-                parts = {k: round(v.item(), 5) for k, v in zip(losses, all_reduce_sum(torch.stack(list(losses.values())).detach(), ctx) / ctx.world_size)}
+                parts = {
+                    k: round(v.item(), 5)
+                    for k, v in zip(
+                        losses, all_reduce_sum(torch.stack(list(losses.values())).detach(), ctx) / ctx.world_size
+                    )
+                }
                 lr = scheduler.get_last_lr()[0]
                 progress.set_postfix(loss=parts["loss"], sal=parts["sal"], lr=f"{lr:.1e}", img_s=f"{speed:.1f}")
-                log.write(event="train", step=step, epoch=epoch, lr=lr, images_per_s=speed, skipped_samples=n_skipped_samples, **parts)
+                log.write(
+                    event="train",
+                    step=step,
+                    epoch=epoch,
+                    lr=lr,
+                    images_per_s=speed,
+                    skipped_samples=n_skipped_samples,
+                    **parts,
+                )
                 if writer:
                     for k, v in parts.items():
                         writer.add_scalar(f"train/{k}", v, step)

@@ -129,7 +129,9 @@ def compute_metrics(ious: Any, is_thing: Any, is_plural: Any, n_missing: int = 0
     thing = np.asarray(is_thing, dtype=bool).reshape(-1)
     plural = np.asarray(is_plural, dtype=bool).reshape(-1)
     if not (arr.shape == thing.shape == plural.shape):
-        raise ValueError(f"ious, is_thing and is_plural must have one entry per phrase: {arr.size}, {thing.size}, {plural.size}")
+        raise ValueError(
+            f"ious, is_thing and is_plural must have one entry per phrase: {arr.size}, {thing.size}, {plural.size}"
+        )
     n_missing = int(n_missing)
     if not 0 <= n_missing <= arr.size:
         raise ValueError(f"n_missing = {n_missing} is not between 0 and the number of phrases {arr.size}")

@@ -51,8 +51,9 @@ def threshold_key(t: float) -> str:
     return f"{float(t):g}"
 
 
-def res_metrics(intersections: Sequence[int], unions: Sequence[int],
-                thresholds: Sequence[float] = RES_THRESHOLDS) -> dict:
+def res_metrics(
+    intersections: Sequence[int], unions: Sequence[int], thresholds: Sequence[float] = RES_THRESHOLDS
+) -> dict:
     """``{"n_expressions", "mIoU", "oIoU", "precision": {"0.5": ..., ...}}`` in percent.
 
     With no expression every value is 0.0 (and ``n_expressions`` 0).
@@ -66,8 +67,7 @@ def res_metrics(intersections: Sequence[int], unions: Sequence[int],
     n = len(inter)
     fractions = [_exact(t) for t in thresholds]
     if n == 0:
-        return {"n_expressions": 0, "mIoU": 0.0, "oIoU": 0.0,
-                "precision": {threshold_key(t): 0.0 for t in thresholds}}
+        return {"n_expressions": 0, "mIoU": 0.0, "oIoU": 0.0, "precision": {threshold_key(t): 0.0 for t in thresholds}}
     ious = np.array([iou_value(i, u) for i, u in zip(inter, union)], dtype=np.float64)
     total_u = sum(union)
     precision = {}

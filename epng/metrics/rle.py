@@ -78,7 +78,9 @@ def decode_counts_string(counts: str | bytes) -> np.ndarray:
     bad = np.flatnonzero((c < 0) | (c > 63))
     if bad.size:
         pos = int(bad[0])
-        raise InvalidRLE(f"'counts' has character {chr(raw[pos])!r} at position {pos}, outside the RLE alphabet '0'..'o'")
+        raise InvalidRLE(
+            f"'counts' has character {chr(raw[pos])!r} at position {pos}, outside the RLE alphabet '0'..'o'"
+        )
     more = (c & 0x20) != 0
     if more[-1]:
         raise InvalidRLE("'counts' ends in the middle of a number (truncated string)")
@@ -89,7 +91,9 @@ def decode_counts_string(counts: str | bytes) -> np.ndarray:
     lengths = ends - starts + 1
     if lengths.max() > _MAX_CHARS_PER_NUMBER:
         k = int(np.argmax(lengths > _MAX_CHARS_PER_NUMBER))
-        raise InvalidRLE(f"'counts' number {k} spans {int(lengths[k])} characters (at most {_MAX_CHARS_PER_NUMBER} fit a run length)")
+        raise InvalidRLE(
+            f"'counts' number {k} spans {int(lengths[k])} characters (at most {_MAX_CHARS_PER_NUMBER} fit a run length)"
+        )
     shift = 5 * (np.arange(c.size, dtype=np.int64) - np.repeat(starts, lengths))
     x = np.add.reduceat((c & 0x1F) << shift, starts)
     negative = (c[ends] & 0x10) != 0

@@ -99,7 +99,7 @@ class PNGEvaluator:
         self._ious: dict[tuple[int, int], float] = {}
 
     @classmethod
-    def from_split(cls, data_root: str | Path, split: str, mode: ErrorMode = "strict", **kwargs) -> "PNGEvaluator":
+    def from_split(cls, data_root: str | Path, split: str, mode: ErrorMode = "strict", **kwargs) -> PNGEvaluator:
         """Evaluator over every narrative with a grounded phrase in ``data_root`` / ``split``."""
         layout = split_layout(data_root, split)
         panoptic = PanopticIndex(layout.panoptic_json)
@@ -114,10 +114,16 @@ class PNGEvaluator:
         found = self.narratives.get(int(narrative))
         if found is None:
             if self.n_records is not None and not 0 <= narrative < self.n_records:
-                raise PredictionError(f"unknown narrative {narrative}: the narratives file has records 0..{self.n_records - 1}")
-            raise PredictionError(f"narrative {narrative} has no grounded noun phrase (or was skipped), nothing to predict")
+                raise PredictionError(
+                    f"unknown narrative {narrative}: the narratives file has records 0..{self.n_records - 1}"
+                )
+            raise PredictionError(
+                f"narrative {narrative} has no grounded noun phrase (or was skipped), nothing to predict"
+            )
         if image_id is not None and int(image_id) != found.image_id:
-            raise PredictionError(f"image_id {image_id} does not match narrative {narrative}, which is about image {found.image_id}")
+            raise PredictionError(
+                f"image_id {image_id} does not match narrative {narrative}, which is about image {found.image_id}"
+            )
         return found
 
     def phrase(self, narrative: int, phrase_index: int, image_id: int | None = None) -> GroundedPhrase:
@@ -151,7 +157,9 @@ class PNGEvaluator:
         path = self.panoptic_dir / image.png_name
         ids = read_id_png(path)
         if ids.shape != (image.height, image.width):
-            raise DataError(f"{path}: panoptic PNG is {ids.shape[0]}x{ids.shape[1]} but {self.panoptic.path} says {image.height}x{image.width}")
+            raise DataError(
+                f"{path}: panoptic PNG is {ids.shape[0]}x{ids.shape[1]} but {self.panoptic.path} says {image.height}x{image.width}"
+            )
         self._id_maps[image_id] = ids
         while len(self._id_maps) > self.cache_size:
             self._id_maps.popitem(last=False)
@@ -259,7 +267,9 @@ class PNGEvaluator:
     def compute(self) -> dict:
         """The metrics dict of :func:`epng.metrics.png_metric.compute_metrics` over all phrases."""
         arrays = self.phrase_arrays()
-        return compute_metrics(arrays["iou"], arrays["is_thing"], arrays["is_plural"], n_missing=int(arrays["missing"].sum()))
+        return compute_metrics(
+            arrays["iou"], arrays["is_thing"], arrays["is_plural"], n_missing=int(arrays["missing"].sum())
+        )
 
 
 # ------------------------------------------------------------------ files
@@ -295,7 +305,9 @@ def iter_prediction_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
             try:
                 yield line_no, json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as err:
-                raise PredictionError(f"{path}: line {line_no}: invalid JSON ({err.msg} at column {err.colno})") from None
+                raise PredictionError(
+                    f"{path}: line {line_no}: invalid JSON ({err.msg} at column {err.colno})"
+                ) from None
 
 
 def read_predictions(

