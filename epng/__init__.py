@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # `from epng import Predictor` without importing torch for `epng --help`
     if name == "Predictor":
-        from epng.predictor import Predictor
+        from epng.inference import Predictor
 
         return Predictor
     raise AttributeError(f"module 'epng' has no attribute {name!r}")

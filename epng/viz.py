@@ -32,8 +32,12 @@ def save_phrase_overlay(
     path: str | Path,
     title: str | None = None,
     alpha: float = 0.5,
+    gt_masks: np.ndarray | None = None,
 ) -> Path:
-    """image (h, w, 3) uint8; masks (P, h, w) bool; one label per mask -> PNG at ``path``."""
+    """image (h, w, 3) uint8; masks (P, h, w) bool; one label per mask -> PNG at ``path``.
+
+    Each mask is tinted and outlined in its phrase's colour; ``gt_masks`` (P, h, w), when
+    given, are outlined dashed in white on top (ground truth to compare with)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -51,6 +55,10 @@ def save_phrase_overlay(
     for k, mask in enumerate(masks):
         if mask.any() and not mask.all():
             ax.contour(mask.astype(np.float32), levels=[0.5], colors=[PALETTE[k % len(PALETTE)]], linewidths=1.0)
+    if gt_masks is not None:
+        for gt in gt_masks:
+            if gt.any() and not gt.all():
+                ax.contour(gt.astype(np.float32), levels=[0.5], colors=["white"], linewidths=1.5, linestyles="dashed")
     ax.set_axis_off()
     if title:
         ax.set_title(textwrap.fill(title, 90), fontsize=8)

@@ -13,33 +13,31 @@ from PIL import Image
 from epng.cli.main import main
 from epng.data.dataset import PNGDataset, phrase_masks_from_id_map
 from epng.engine.evaluator import evaluate_checkpoint
+from epng.inference import Predictor
 from epng.metrics.scorer import score_predictions
-from epng.model import build_epng
+from epng.model import build_epng, load_model
 
 
-class OracleStub(torch.nn.Module):
-    """Stands in for EPNG: returns +-10 logits equal to the ground truth of the sample it is given
+class OraclePredictor(Predictor):
+    """A predictor whose logits are +-10 where the ground truth of the sample it is given is
     (looked up by its image and word pieces), at input resolution."""
 
     def __init__(self, model, dataset: PNGDataset):
-        super().__init__()
-        self.config, self.tokenizer = model.config, model.tokenizer
-        self.image_mean, self.image_std = model.image_mean, model.image_std
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        super().__init__(model, precision="fp32")
         self.truth = {}
         for i in range(len(dataset)):
             s = dataset[i]
             key = (s.image.numpy().tobytes(), tuple(s.input_ids.tolist()))
             self.truth[key] = phrase_masks_from_id_map(s.id_map, s.phrase_segments)
 
-    def forward(self, images, input_ids, attention_mask, phrase_token_mask, phrase_mask):
+    def mask_logits(self, images, input_ids, attention_mask, phrase_token_mask, phrase_mask):
         b, p = phrase_mask.shape
         logits = torch.full((b, p, *images.shape[-2:]), -10.0)
         for i in range(b):
             key = (images[i].numpy().tobytes(), tuple(input_ids[i][attention_mask[i].bool()].tolist()))
             gt = self.truth[key]
             logits[i, : gt.shape[0]] = torch.where(gt, 10.0, -10.0)
-        return type("Out", (), {"mask_logits": logits})()
+        return logits
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +55,8 @@ def test_evaluate_on_an_oracle_reproduces_score(synth_bench, tmp_path, tiny_mode
         mean=tiny_model.image_mean,
         std=tiny_model.image_std,
     )
-    stub = OracleStub(tiny_model, dataset)
-    result = evaluate_checkpoint(stub, synth_bench, "val2017", tmp_path, batch_size=3, num_workers=0, n_overlays=2)
+    oracle = OraclePredictor(tiny_model, dataset)
+    result = evaluate_checkpoint(oracle, synth_bench, "val2017", tmp_path, batch_size=3, num_workers=0, n_overlays=2)
     metrics = result["metrics"]
     assert metrics["ar"] > 99.99 and metrics["n_missing"] == 0  # the synthetic images are 64 px: no resize
     assert metrics == json.loads((tmp_path / "metrics.json").read_text())
@@ -68,7 +66,13 @@ def test_evaluate_on_an_oracle_reproduces_score(synth_bench, tmp_path, tiny_mode
 
 def test_evaluate_of_a_real_model_matches_score(synth_bench, tmp_path, tiny_model):
     result = evaluate_checkpoint(
-        tiny_model, synth_bench, "val2017", tmp_path, batch_size=2, num_workers=0, n_overlays=0
+        Predictor(tiny_model, precision="fp32"),
+        synth_bench,
+        "val2017",
+        tmp_path,
+        batch_size=2,
+        num_workers=0,
+        n_overlays=0,
     )
     assert score_predictions(synth_bench, "val2017", tmp_path / "predictions.jsonl") == result["metrics"]
     assert 0.0 <= result["metrics"]["ar"] < 100.0
@@ -121,10 +125,9 @@ def test_predict_writes_one_mask_per_phrase_at_image_size(checkpoint, picture, t
 def test_predictor_masks_equal_the_model_run_by_hand(checkpoint, picture, tiny_model):
     from epng.data.tokenization import align_phrases
     from epng.data.transforms import ResizeNormalize, decode_image_file
-    from epng.predictor import Predictor
 
-    result = Predictor.from_pretrained(checkpoint, device="cpu").predict(
-        str(picture), "a dog and a ball", ["dog", "ball"]
+    result = Predictor.from_pretrained(checkpoint, device="cpu", precision="fp32").predict(
+        "a dog and a ball", ["dog", "ball"], image=str(picture)
     )
     assert result.phrases == ["dog", "ball"] and result.spans == [(2, 5), (12, 16)]
     image = decode_image_file(picture)
@@ -136,13 +139,14 @@ def test_predictor_masks_equal_the_model_run_by_hand(checkpoint, picture, tiny_m
     for k, toks in enumerate(al.phrase_tokens):
         ptm[0, k, list(toks)] = True
     with torch.no_grad():
-        probs = tiny_model.predict(
+        logits = tiny_model(
             x[None],
             torch.tensor([al.input_ids]),
             torch.tensor([al.attention_mask]),
             ptm,
             torch.ones(1, 2, dtype=torch.bool),
-        )
+        ).mask_logits
+        probs = torch.nn.functional.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=False).sigmoid()
         expected = torch.nn.functional.interpolate(probs, size=(50, 90), mode="bilinear", align_corners=False)[0] > 0.5
     agree = (torch.from_numpy(result.masks) == expected).float().mean().item()
     assert agree > 0.995  # one resize (stride 4 -> original) vs two (-> input -> original)
@@ -216,17 +220,14 @@ def test_predict_bad_files(checkpoint, tmp_path, capsys):
 
 
 def test_fast_path_through_evaluate_and_predict(synth_bench, checkpoint, picture, tmp_path, capsys):
-    from epng.engine.checkpoint import load_model
-
     result = evaluate_checkpoint(
-        load_model(checkpoint),
+        Predictor(load_model(checkpoint), fast=True),
         synth_bench,
         "val2017",
         tmp_path / "eval",
         batch_size=2,
         num_workers=0,
         n_overlays=0,
-        fast=True,
     )
     assert score_predictions(synth_bench, "val2017", tmp_path / "eval" / "predictions.jsonl") == result["metrics"]
     code, _, _ = run_cli(

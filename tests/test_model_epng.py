@@ -56,8 +56,9 @@ def test_output_contract(tiny):
         out = run(tiny.eval(), b)
     assert out.mask_logits.shape == (2, 3, 16, 16)
     assert out.pixel_embed.shape == (2, 48, 16, 16) and out.phrase_embed.shape == (2, 3, 48)
-    probs = tiny.predict(*(b[k] for k in ("images", "input_ids", "attention_mask", "phrase_token_mask", "phrase_mask")))
-    assert probs.shape == (2, 3, 64, 64) and 0 <= probs.min() and probs.max() <= 1
+    meta = [{"phrase_indices": [0, 1, 2], "valid_size": (64, 64), "orig_size": (40, 70)}] * 2
+    masks = tiny.postprocess_masks(out.mask_logits, (64, 64), meta)
+    assert [m.shape for m in masks] == [(3, 40, 70)] * 2 and masks[0].dtype == torch.bool
 
 
 def test_padding_phrases_and_tokens_change_no_real_output(tiny):

@@ -16,9 +16,10 @@ from epng.cli.main import main
 from epng.data.refer import ReferData
 from epng.data.refer_dataset import ReferDataset
 from epng.data.synth.refer import generate_refer
-from epng.engine.res_eval import evaluate_pairs, evaluate_res, input_settings
+from epng.engine.res_eval import RESOptions, evaluate_pairs, evaluate_res, input_settings
 from epng.errors import DataError
-from epng.model.head import EPNGOutput
+from epng.inference import Predictor
+from epng.model import build_epng
 
 KEYS = ("0.5", "0.6", "0.7", "0.8", "0.9")
 
@@ -41,26 +42,20 @@ def checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-class ConstantModel(torch.nn.Module):
+class ConstantPredictor(Predictor):
     """Predicts the same logit everywhere: the exact metric values follow from the ground-truth areas."""
 
-    def __init__(self, tokenizer, logit: float, **config):
-        super().__init__()
+    def __init__(self, logit: float, **config):
+        model = build_epng("epng_lite0_minilm", backbone_weights="none", text_weights="random", **config)
+        super().__init__(model, precision="fp32")
         self.logit = logit
-        self.weight = torch.nn.Parameter(torch.zeros(()))
-        self.config = SimpleNamespace(max_text_length=64, **config)
-        self.image_mean, self.image_std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-        self.tokenizer = tokenizer
         self.calls = []
 
-    def forward(self, images, input_ids, attention_mask, phrase_token_mask, phrase_mask):
+    def mask_logits(self, images, input_ids, attention_mask, phrase_token_mask, phrase_mask):
         self.calls.append((tuple(images.shape), torch.is_grad_enabled()))
         b, p = phrase_mask.shape
         h, w = images.shape[-2:]
-        logits = torch.full((b, p, h // 4, w // 4), self.logit)
-        return EPNGOutput(
-            mask_logits=logits, pixel_embed=torch.zeros(b, 1, h // 4, w // 4), phrase_embed=torch.zeros(b, p, 1)
-        )
+        return torch.full((b, p, h // 4, w // 4), self.logit)
 
 
 def _gt_areas(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -74,20 +69,20 @@ def _gt_areas(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("resize", ["square", "letterbox"])
 def test_full_and_empty_predictions_give_the_exact_metrics(refer_root, tokenizer, resize):
     area, pixels = _gt_areas(refer_root, "testA")
-    full = ConstantModel(tokenizer, 20.0, image_size=40, resize=resize)
-    results, missing = evaluate_pairs(full, refer_root, [("refcoco", "testA")], batch_size=3)
+    full = ConstantPredictor(20.0, image_size=96, resize=resize)
+    results, missing = evaluate_pairs(full, refer_root, [("refcoco", "testA")], RESOptions(batch_size=3))
     m = results[0].metrics
-    assert not missing and m["n_expressions"] == len(area) and m["image_size"] == [40, 40] and m["resize"] == resize
+    assert not missing and m["n_expressions"] == len(area) and m["image_size"] == [96, 96] and m["resize"] == resize
     assert m["image_size_from"] == m["resize_from"] == "checkpoint config"
     # the whole image predicted: I = object area, U = image area, at the original resolution
     assert m["mIoU"] == pytest.approx(100 * np.mean(area / pixels))
     assert m["oIoU"] == pytest.approx(100 * area.sum() / pixels.sum())
     for k in KEYS:
         assert m["precision"][k] == pytest.approx(100 * np.mean(area / pixels >= float(k)))
-    assert all(shape == (shape[0], 3, 40, 40) and not grad for shape, grad in full.calls)  # batched, no gradient
-    empty = ConstantModel(tokenizer, -20.0)
+    assert all(shape == (shape[0], 3, 96, 96) and not grad for shape, grad in full.calls)  # batched, no gradient
+    empty = ConstantPredictor(-20.0)
     ds = ReferDataset(ReferData.load(refer_root, "refcoco"), "testA", tokenizer, image_size=32)
-    m = evaluate_res(empty, ds, batch_size=4)
+    m = evaluate_res(empty, ds, RESOptions(batch_size=4))
     assert m["mIoU"] == m["oIoU"] == 0.0 and all(v == 0.0 for v in m["precision"].values())
 
 
@@ -100,10 +95,11 @@ def test_skip_mode_counts_bad_images(refer_root, tokenizer, tmp_path):
     exprs, _ = refer.expressions("testB")
     refer.image_file(exprs[0].image_id).write_bytes(b"\xff\xd8 truncated jpeg")
     bad = sum(e.image_id == exprs[0].image_id for e in exprs)
-    model = ConstantModel(tokenizer, 20.0, image_size=32)
+    model = ConstantPredictor(20.0, image_size=32)
     with pytest.raises(DataError, match="corrupt or unsupported image"):
-        evaluate_pairs(model, root, [("refcoco", "testB")])
-    results, _ = evaluate_pairs(model, root, [("refcoco", "testB")], mode="skip", batch_size=2, output=tmp_path / "o")
+        evaluate_pairs(model, root, [("refcoco", "testB")], RESOptions())
+    options = RESOptions(mode="skip", batch_size=2)
+    results, _ = evaluate_pairs(model, root, [("refcoco", "testB")], options, output=tmp_path / "o")
     m = results[0].metrics
     assert m["n_skipped"] == bad and m["skipped"] == {"corrupt image": bad}
     assert m["n_expressions"] == len(exprs) - bad

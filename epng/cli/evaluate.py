@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from epng.cli.inference_args import add_inference_arguments, load_predictor
+
 HELP = "run a checkpoint over a benchmark split: predictions.jsonl, metrics.json, recall curve, overlays"
 
 
@@ -15,35 +17,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--overlays", type=int, default=8, help="overlay pictures to draw (0 = none)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument(
-        "--fast", action="store_true", help="fast inference path: bf16 where native, channels-last, folded BatchNorm"
-    )
-    parser.add_argument(
-        "--amp", choices=("none", "bf16", "auto"), default="auto", help="bf16 autocast ('auto': on CUDA)"
-    )
     parser.add_argument("--skip-bad", action="store_true", help="skip (and count) bad records instead of stopping")
+    add_inference_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from epng.engine.checkpoint import load_model
     from epng.engine.evaluator import evaluate_checkpoint
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(args.checkpoint, device)
     result = evaluate_checkpoint(
-        model,
+        load_predictor(args),
         args.data_root,
         args.split,
         args.output,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         n_overlays=args.overlays,
-        amp=args.amp,
         mode="skip" if args.skip_bad else "strict",
-        fast=args.fast,
     )
     print(result["table"])
     for name, path in result["files"].items():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from epng.cli.inference_args import add_inference_arguments, load_predictor
+
 HELP = "segment the phrases of your own caption in your own image"
 
 
@@ -16,10 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phrase", action="append", default=[], help="a phrase of the caption to segment (repeatable)")
     parser.add_argument("--output", required=True, help="folder for the mask PNGs and the overlay")
     parser.add_argument("--threshold", type=float, default=0.5)
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument(
-        "--fast", action="store_true", help="fast inference path: bf16 where native, channels-last, folded BatchNorm"
-    )
+    add_inference_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,11 +27,10 @@ def run(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
-    from epng.predictor import Predictor
     from epng.viz import save_phrase_overlay
 
-    predictor = Predictor.from_pretrained(args.checkpoint, device=args.device, threshold=args.threshold, fast=args.fast)
-    result = predictor.predict(args.image, args.caption, args.phrase or None)
+    predictor = load_predictor(args, threshold=args.threshold)
+    result = predictor.predict(args.caption, args.phrase or None, image=args.image)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     for k, (phrase, mask) in enumerate(zip(result.phrases, result.masks)):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from epng.cli.inference_args import add_inference_arguments, load_predictor
+
 HELP = "zero-shot referring expression segmentation of a checkpoint on RefCOCO/RefCOCO+/RefCOCOg (refer layout)"
 
 
@@ -71,10 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("square", "letterbox"),
         help="resize mode (default: the checkpoint config's, else square)",
     )
-    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument(
-        "--amp", default="none", choices=("none", "bf16", "auto"), help="mixed precision (default none)"
-    )
+    add_inference_arguments(parser)
     parser.add_argument("--num-workers", type=int, default=2, metavar="N", help="data loader workers (default 2)")
     parser.add_argument(
         "--skip-bad",
@@ -87,11 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
-
     from epng.data.refer import DEFAULT_SPLIT_BY, STANDARD_PAIRS, resolve_names
-    from epng.engine.checkpoint import load_model
-    from epng.engine.res_eval import evaluate_pairs, format_res_table
+    from epng.engine.res_eval import RESOptions, evaluate_pairs, format_res_table
     from epng.errors import ConfigError
 
     root = Path(args.refer_root)
@@ -108,26 +104,17 @@ def run(args: argparse.Namespace) -> int:
         pairs = [(dataset, split)]
     if args.image_size is not None and len(args.image_size) not in (1, 2):
         raise ConfigError(f"--image-size takes S or H W, got {args.image_size}")
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not 0.0 <= args.threshold < 1.0:
-        raise ConfigError(f"--threshold must lie in [0, 1), got {args.threshold}")
-    if args.num_workers < 0:
-        raise ConfigError(f"--num-workers must be >= 0, got {args.num_workers}")
+    for flag, ok, rule in (
+        ("--batch-size", args.batch_size >= 1, ">= 1"),
+        ("--threshold", 0.0 <= args.threshold < 1.0, "in [0, 1)"),
+        ("--num-workers", args.num_workers >= 0, ">= 0"),
+    ):
+        if not ok:
+            raise ConfigError(f"{flag} must be {rule}, got {getattr(args, flag[2:].replace('-', '_'))}")
     if args.overlays and not args.output:
         raise ConfigError("--overlays needs --output")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as err:
-        raise ConfigError(f"--device {args.device}: {err}") from None
-
-    model = load_model(args.checkpoint, device)
     size = None if args.image_size is None else (args.image_size[0] if len(args.image_size) == 1 else args.image_size)
-    results, missing = evaluate_pairs(
-        model,
-        root,
-        pairs,
+    options = RESOptions(
         split_by=args.split_by,
         image_dir=args.image_dir,
         image_size=size,
@@ -135,14 +122,13 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         threshold=args.threshold,
         num_workers=args.num_workers,
-        amp=args.amp,
         mode="skip" if args.skip_bad else "strict",
-        output=args.output,
         n_overlays=args.overlays,
         skip_missing=args.all,
         progress=not args.quiet,
-        checkpoint=str(args.checkpoint),
     )
+    predictor = load_predictor(args)
+    results, missing = evaluate_pairs(predictor, root, pairs, options, args.output, checkpoint=str(args.checkpoint))
     if results:
         m = results[0].metrics
         print(

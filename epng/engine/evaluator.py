@@ -12,12 +12,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from epng.data.check import image_path
-from epng.data.dataset import PNGDataset, collate_png, model_inputs
+from epng.data.dataset import PNGDataset, collate_png
 from epng.data.transforms import decode_image_file
 from epng.engine.distributed import DistContext, gather_objects
-from epng.engine.fast_inference import FastEPNG
-from epng.engine.postprocess import binary_masks
-from epng.engine.precision import autocast_for
+from epng.inference import Predictor
 from epng.metrics.plots import plot_recall_curves
 from epng.metrics.png_metric import format_metrics_table
 from epng.metrics.rle import encode_mask
@@ -48,51 +46,26 @@ def dataset_for(
     )
 
 
-@torch.no_grad()
-def batch_masks(
-    model: torch.nn.Module,
-    batch: dict,
-    device: torch.device,
-    amp: str = "none",
-    fast: FastEPNG | None = None,
-    threshold: float = 0.5,
-) -> list[torch.Tensor]:
-    """Per sample of a `collate_png` batch, the (P_b, h, w) bool masks of its real phrases at its original size."""
-    inputs = model_inputs(batch, device)
-    if fast is not None:
-        mask_logits = fast(*inputs)
-    else:
-        with autocast_for(amp, device):
-            mask_logits = model(*inputs).mask_logits
-    return binary_masks(mask_logits, tuple(batch["images"].shape[-2:]), batch["meta"], threshold)
-
-
-@torch.no_grad()
 def evaluate_loader(
-    model: torch.nn.Module,
+    predictor: Predictor,
     loader: DataLoader,
     dataset: PNGDataset,
     ctx: DistContext,
-    amp: str = "none",
     on_prediction: PredictionHook | None = None,
     progress: bool = False,
-    fast: FastEPNG | None = None,
 ) -> PNGEvaluator:
-    """Score ``model`` on ``dataset`` (this process's shard is what ``loader`` yields).
+    """Score ``predictor`` on ``dataset`` (this process's shard is what ``loader`` yields).
 
     Every process scores its own samples; the per-phrase IoUs (any number per process)
     are gathered, and every process returns an evaluator holding the whole split
     (``.compute()`` gives the metrics, ``.phrase_arrays()`` the per-phrase IoUs).
-    Phrases without a prediction (e.g. truncated away) score 0 and are counted. ``fast``:
-    the same model prepared by `FastEPNG`, used instead of ``model``'s plain forward.
+    Phrases without a prediction (e.g. truncated away) score 0 and are counted.
     """
-    model.eval()
-    device = next(model.parameters()).device
     evaluator = PNGEvaluator(dataset.narratives, dataset.panoptic, dataset.layout.panoptic_dir)
     for batch in tqdm(loader, desc="evaluate", disable=not (progress and ctx.is_main), dynamic_ncols=True):
         if batch["images"].shape[0] == 0:
             continue
-        masks = batch_masks(model, batch, device, amp, fast)
+        masks = predictor.predict_torch(batch)
         for meta, sample_masks in zip(batch["meta"], masks):
             sample_masks = sample_masks.cpu().numpy()
             for phrase_index, mask in zip(meta["phrase_indices"], sample_masks):
@@ -144,16 +117,14 @@ class PredictionWriter:
 
 
 def evaluate_checkpoint(
-    model: torch.nn.Module,
+    predictor: Predictor,
     data_root: str | Path,
     split: str,
     out_dir: str | Path,
     batch_size: int = 8,
     num_workers: int = 2,
     n_overlays: int = 8,
-    amp: str = "none",
     mode: str = "strict",
-    fast: bool = False,
 ) -> dict:
     """`epng evaluate`: predictions.jsonl, metrics.json, recall curve and overlays under ``out_dir``."""
     from epng.engine.distributed import init_distributed
@@ -161,8 +132,8 @@ def evaluate_checkpoint(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = init_distributed("cuda" if next(model.parameters()).is_cuda else "cpu")
-    dataset = dataset_for(model, data_root, split, mode=mode)
+    ctx = init_distributed(predictor.device.type)
+    dataset = dataset_for(predictor.model, data_root, split, mode=mode)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -172,10 +143,7 @@ def evaluate_checkpoint(
     )
     writer = PredictionWriter(out_dir, dataset, n_overlays)
     try:
-        fast_path = FastEPNG(model, copy=False) if fast else None
-        evaluator = evaluate_loader(
-            model, loader, dataset, ctx, amp=amp, on_prediction=writer, progress=True, fast=fast_path
-        )
+        evaluator = evaluate_loader(predictor, loader, dataset, ctx, on_prediction=writer, progress=True)
     finally:
         writer.close()
     metrics = evaluator.compute()

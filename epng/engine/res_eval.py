@@ -1,8 +1,8 @@
-"""Zero-shot referring expression segmentation with a PNG-trained EPNG (spec EPNG_MODEL.md section 4).
+"""Zero-shot referring expression segmentation with a PNG-trained EPNG.
 
 The whole expression is one phrase; its mask (threshold on the sigmoid, at the original
-resolution through :mod:`epng.engine.postprocess`) is compared with the referred
-object's mask by :class:`epng.metrics.res_metric.RESMetric`. The code of ``epng res-eval``.
+resolution, through `Predictor.predict_torch`) is compared with the referred object's mask
+by :class:`epng.metrics.res_metric.RESMetric`. The code of ``epng res-eval``.
 
 Outputs (when an output folder is given), per evaluated pair, under
 ``<output>/<dataset>_<split>/``: ``metrics.json``, ``predictions.jsonl`` (one line per
@@ -19,18 +19,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from epng.data.refer import STANDARD_PAIRS, ReferData, ReferReport, refer_layout, resolve_names
 from epng.data.refer_dataset import ReferDataset, collate_refer
 from epng.data.transforms import RESIZE_MODES, as_hw, decode_image_file
-from epng.engine.evaluator import batch_masks
 from epng.errors import ConfigError
+from epng.inference import Predictor
 from epng.metrics.res_metric import RES_THRESHOLDS, RESMetric, threshold_key
 from epng.metrics.rle import encode_mask
+from epng.viz import save_phrase_overlay
 
 DEFAULT_IMAGE_SIZE = 640
 DEFAULT_RESIZE = "square"
@@ -66,34 +65,6 @@ def input_settings(config, image_size: int | Sequence[int] | None = None, resize
     return InputSettings(as_hw(size), str(mode), size_from, mode_from)
 
 
-# --------------------------------------------------------------------------- overlays
-
-
-def save_overlay(image_file: Path, pred: np.ndarray, gt: np.ndarray, title: str, path: Path) -> Path:
-    """Image with the predicted mask tinted red and the ground-truth outline in green; ``title`` above."""
-    import textwrap
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    image = decode_image_file(image_file).permute(1, 2, 0).numpy()
-    h, w = gt.shape
-    fig = Figure(figsize=(6.0, 6.0 * h / w + 0.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.0, 0.0, 1.0, 6.0 * h / w / (6.0 * h / w + 0.5)))
-    ax.imshow(image)
-    tint = np.zeros((h, w, 4), dtype=np.float32)
-    tint[pred] = (1.0, 0.1, 0.1, 0.5)
-    ax.imshow(tint)
-    if gt.any() and not gt.all():
-        ax.contour(gt.astype(np.float32), levels=[0.5], colors=["lime"], linewidths=1.5)
-    ax.set_axis_off()
-    fig.suptitle(textwrap.fill(title, 60), fontsize=10, y=0.995, va="top")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
-
-
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -108,55 +79,72 @@ class RESResult:
     files: dict[str, str] = field(default_factory=dict)
 
 
-@torch.no_grad()
-def evaluate_res(
-    model: torch.nn.Module,
-    dataset: ReferDataset,
-    *,
-    batch_size: int = 8,
-    threshold: float = 0.5,
-    num_workers: int = 0,
-    amp: str = "none",
-    predictions_file: str | Path | None = None,
-    overlays_dir: str | Path | None = None,
-    n_overlays: int = 0,
-    progress: bool = False,
-) -> dict:
-    """RES metrics of ``model`` on ``dataset`` (:func:`epng.metrics.res_metric.res_metrics`, percent).
+@dataclass(frozen=True)
+class RESOptions:
+    """How `evaluate_pairs` reads and scores the refer datasets.
 
-    Batched, without gradients, on the model's device; a pixel is foreground when its
-    probability at original resolution exceeds ``threshold``. Optionally writes one JSON
-    line per expression to ``predictions_file`` and ``n_overlays`` PNGs (the first
-    expressions in dataset order) to ``overlays_dir``.
+    image_size / resize: the input size (S or (H, W)) and resize mode; ``None``: the
+    checkpoint config's, else 640 square. threshold: mask probability threshold. mode:
+    ``"strict"`` stops at the first bad ref or image, ``"skip"`` counts and skips it.
+    skip_missing: report an absent pair instead of raising. n_overlays: overlay pictures
+    per pair (with an output folder).
     """
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-    if not 0.0 <= threshold < 1.0:
-        raise ConfigError(f"threshold must lie in [0, 1), got {threshold}")
-    model.eval()
-    device = next(model.parameters()).device
+
+    split_by: str | None = None
+    image_dir: str | Path | None = None
+    image_size: int | Sequence[int] | None = None
+    resize: str | None = None
+    batch_size: int = 8
+    threshold: float = 0.5
+    num_workers: int = 0
+    mode: str = "strict"
+    n_overlays: int = 0
+    skip_missing: bool = False
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.threshold < 1.0:
+            raise ConfigError(f"threshold must lie in [0, 1), got {self.threshold}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+
+
+def evaluate_res(
+    predictor: Predictor,
+    dataset: ReferDataset,
+    options: RESOptions,
+    pair_dir: Path | None = None,
+) -> dict:
+    """RES metrics of ``predictor`` on ``dataset`` (:func:`epng.metrics.res_metric.res_metrics`, percent).
+
+    A pixel is foreground when its probability at original resolution exceeds
+    ``options.threshold``. With ``pair_dir``: one JSON line per expression in
+    ``predictions.jsonl`` and ``options.n_overlays`` PNGs (the first expressions in dataset
+    order) under ``overlays/``.
+    """
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=options.batch_size,
         shuffle=False,
-        num_workers=num_workers,
+        num_workers=options.num_workers,
         collate_fn=collate_refer,
-        pin_memory=device.type == "cuda",
+        pin_memory=predictor.device.type == "cuda",
     )
     metric = RESMetric(RES_THRESHOLDS)
     out_file = None
-    if predictions_file is not None:
-        Path(predictions_file).parent.mkdir(parents=True, exist_ok=True)
-        out_file = open(predictions_file, "w", encoding="utf-8")
-    overlays_left = max(0, int(n_overlays)) if overlays_dir is not None else 0
+    if pair_dir is not None:
+        pair_dir.mkdir(parents=True, exist_ok=True)
+        out_file = open(pair_dir / "predictions.jsonl", "w", encoding="utf-8")
+    overlays_left = options.n_overlays if pair_dir is not None else 0
+    desc = f"res {dataset.refer.dataset} {dataset.split}"
     try:
-        for batch in tqdm(
-            loader, desc=f"res {dataset.refer.dataset} {dataset.split}", disable=not progress, dynamic_ncols=True
-        ):
+        for batch in tqdm(loader, desc=desc, disable=not options.progress, dynamic_ncols=True):
             dataset.note_skipped(batch)
             if batch["images"].shape[0] == 0:
                 continue
-            masks = batch_masks(model, batch, device, amp, threshold=threshold)
+            masks = predictor.predict_torch(batch, threshold=options.threshold)
             for meta, mask in zip(batch["meta"], masks):
                 i = int(meta["narrative"])
                 e = dataset.expressions[i]
@@ -164,31 +152,27 @@ def evaluate_res(
                 gt = dataset.gt_mask(i)
                 iou = metric.add(pred, gt)
                 if out_file is not None:
-                    out_file.write(
-                        json.dumps(
-                            {
-                                "index": e.index,
-                                "ref_id": e.ref_id,
-                                "sent_id": e.sent_id,
-                                "ann_id": e.ann_id,
-                                "image_id": e.image_id,
-                                "expression": e.text,
-                                "intersection": metric.intersections[-1],
-                                "union": metric.unions[-1],
-                                "iou": iou,
-                                "segmentation": encode_mask(pred),
-                            }
-                        )
-                        + "\n"
-                    )
+                    record = {
+                        "index": e.index,
+                        "ref_id": e.ref_id,
+                        "sent_id": e.sent_id,
+                        "ann_id": e.ann_id,
+                        "image_id": e.image_id,
+                        "expression": e.text,
+                        "intersection": metric.intersections[-1],
+                        "union": metric.unions[-1],
+                        "iou": iou,
+                        "segmentation": encode_mask(pred),
+                    }
+                    out_file.write(json.dumps(record) + "\n")
                 if overlays_left > 0:
                     overlays_left -= 1
-                    save_overlay(
-                        dataset.image_file(i),
-                        pred,
-                        gt,
-                        f"{e.text}  (IoU {100 * iou:.1f})",
-                        Path(overlays_dir) / f"{e.index:05d}_ref{e.ref_id}_sent{e.sent_id}.png",
+                    save_phrase_overlay(
+                        decode_image_file(dataset.image_file(i)).permute(1, 2, 0).numpy(),
+                        pred[None],
+                        [f"{e.text}  (IoU {100 * iou:.1f})"],
+                        pair_dir / "overlays" / f"{e.index:05d}_ref{e.ref_id}_sent{e.sent_id}.png",
+                        gt_masks=gt[None],
                     )
     finally:
         if out_file is not None:
@@ -200,91 +184,62 @@ def pair_name(dataset: str, split: str) -> str:
     return f"{dataset}_{split}"
 
 
+def _missing_pair(refer_root: str | Path, dataset_name: str, split: str, options: RESOptions, loaded: dict):
+    """Why the pair cannot be evaluated (``None`` when it can); loads its refs once into ``loaded``."""
+    sb = resolve_names(dataset_name, options.split_by or None, split)
+    layout = refer_layout(refer_root, dataset_name, sb, options.image_dir)
+    absent = layout.missing()
+    if absent and options.skip_missing:
+        return f"{absent[0]} not found"
+    if dataset_name not in loaded:
+        loaded[dataset_name] = ReferData.load(refer_root, dataset_name, sb, options.image_dir)
+    if options.skip_missing and not loaded[dataset_name].split_counts().get(split):
+        return f"{layout.refs_file} has no ref of split {split}"
+    return None
+
+
 def evaluate_pairs(
-    model,
+    predictor: Predictor,
     refer_root: str | Path,
     pairs: Iterable[tuple[str, str]],
-    *,
-    split_by: str | None = None,
-    image_dir: str | Path | None = None,
-    image_size: int | Sequence[int] | None = None,
-    resize: str | None = None,
-    batch_size: int = 8,
-    threshold: float = 0.5,
-    num_workers: int = 0,
-    amp: str = "none",
-    mode: str = "strict",
+    options: RESOptions,
     output: str | Path | None = None,
-    n_overlays: int = 0,
-    skip_missing: bool = False,
-    progress: bool = False,
     checkpoint: str | None = None,
     log=print,
 ) -> tuple[list[RESResult], list[dict]]:
-    """Evaluate ``model`` on each (dataset, split) under ``refer_root``.
+    """Evaluate ``predictor`` on each (dataset, split) under ``refer_root``.
 
-    With ``skip_missing`` a pair whose dataset files are absent (or whose refs file has no
-    ref of that split) is reported in the second return value instead of raising.
+    With ``options.skip_missing`` a pair whose dataset files are absent (or whose refs file
+    has no ref of that split) is reported in the second return value instead of raising.
     Writes the files listed in the module docstring when ``output`` is given.
     """
-    settings = input_settings(model.config, image_size, resize)
-    mean, std = model.image_mean, model.image_std
-    max_length = int(getattr(model.config, "max_text_length", 512))
-    tokenizer = model.tokenizer
+    model = predictor.model
+    settings = input_settings(model.config, options.image_size, options.resize)
     out_root = Path(output) if output is not None else None
     loaded: dict[str, ReferData] = {}
     results: list[RESResult] = []
     missing: list[dict] = []
     for dataset_name, split in pairs:
-        sb = resolve_names(dataset_name, split_by if split_by else None, split)
-        layout = refer_layout(refer_root, dataset_name, sb, image_dir)
-        absent = layout.missing()
-        if absent and skip_missing:
-            missing.append(
-                {"dataset": dataset_name, "split_by": sb, "split": split, "reason": f"{absent[0]} not found"}
-            )
-            log(f"{dataset_name} {split}: not found ({absent[0]})")
-            continue
-        if dataset_name not in loaded:
-            loaded[dataset_name] = ReferData.load(refer_root, dataset_name, sb, image_dir)
-        refer = loaded[dataset_name]
-        if skip_missing and not refer.split_counts().get(split):
-            missing.append(
-                {
-                    "dataset": dataset_name,
-                    "split_by": sb,
-                    "split": split,
-                    "reason": f"{layout.refs_file} has no ref of split {split}",
-                }
-            )
-            log(f"{dataset_name} {split}: no ref of this split in {layout.refs_file}")
+        sb = resolve_names(dataset_name, options.split_by or None, split)
+        reason = _missing_pair(refer_root, dataset_name, split, options, loaded)
+        if reason is not None:
+            missing.append({"dataset": dataset_name, "split_by": sb, "split": split, "reason": reason})
+            log(f"{dataset_name} {split}: not evaluated ({reason})")
             continue
         start = time.perf_counter()
         ds = ReferDataset(
-            refer,
+            loaded[dataset_name],
             split,
-            tokenizer,
+            model.tokenizer,
             image_size=settings.image_size,
             resize=settings.resize,
-            mean=mean,
-            std=std,
-            max_length=max_length,
-            mode=mode,
+            mean=model.image_mean,
+            std=model.image_std,
+            max_length=int(model.config.max_text_length),
+            mode=options.mode,
         )
         pair_dir = out_root / pair_name(dataset_name, split) if out_root is not None else None
-        predictions = pair_dir / "predictions.jsonl" if pair_dir is not None else None
-        metrics = evaluate_res(
-            model,
-            ds,
-            batch_size=batch_size,
-            threshold=threshold,
-            num_workers=num_workers,
-            amp=amp,
-            predictions_file=predictions,
-            overlays_dir=pair_dir / "overlays" if pair_dir is not None else None,
-            n_overlays=n_overlays,
-            progress=progress,
-        )
+        metrics = evaluate_res(predictor, ds, options, pair_dir)
         report = ds.report()
         metrics = {
             "dataset": dataset_name,
@@ -296,7 +251,7 @@ def evaluate_pairs(
             "n_skipped": report.n_skipped,
             "skipped": dict(report.skipped),
             "n_partly_truncated": ds.n_partial,
-            "threshold": threshold,
+            "threshold": options.threshold,
             "image_size": list(settings.image_size),
             "resize": settings.resize,
             "image_size_from": settings.image_size_from,
@@ -305,9 +260,11 @@ def evaluate_pairs(
         }
         result = RESResult(dataset_name, sb, split, metrics, report, time.perf_counter() - start)
         if pair_dir is not None:
-            pair_dir.mkdir(parents=True, exist_ok=True)
             _write_json(pair_dir / "metrics.json", metrics)
-            result.files = {"metrics": str(pair_dir / "metrics.json"), "predictions": str(predictions)}
+            result.files = {
+                "metrics": str(pair_dir / "metrics.json"),
+                "predictions": str(pair_dir / "predictions.jsonl"),
+            }
         if report.skipped:
             log(report.summary())
         results.append(result)
@@ -358,5 +315,5 @@ __all__ = [
     "format_res_table",
     "input_settings",
     "pair_name",
-    "save_overlay",
+    "RESOptions",
 ]

@@ -80,3 +80,7 @@ class Communicator(nn.Module):
         for layer in self.layers:
             x = layer(x, (h, w), phrases, phrase_mask)
         return x.transpose(1, 2).reshape(b, c, h, w)
+
+    def lpa_layers(self) -> list[LocalityPerceptiveAttention]:
+        """The LPA module of every layer, first to last."""
+        return [layer.lpa for layer in self.layers]

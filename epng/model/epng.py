@@ -1,4 +1,4 @@
-"""`EPNG`: visual encoder + text encoder + communicator + dense head (spec section 1).
+"""`EPNG`: visual encoder + text encoder + communicator + dense head, with its own pre- and post-processing.
 
 Saved with ``save_pretrained(dir)`` as ``config.json`` + ``model.safetensors`` (+ the text
 encoder's architecture and tokenizer files in ``dir/text_encoder/``); ``from_pretrained(dir)``
@@ -13,16 +13,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, snapshot_download
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from epng.data import transforms
 from epng.errors import CheckpointError, ConfigError
 from epng.model.communicator import Communicator
 from epng.model.config import EPNGConfig
-from epng.model.head import DenseHead, EPNGOutput, upsample_logits
+from epng.model.head import DenseHead, EPNGOutput
 from epng.model.text_encoder import TextEncoder
-from epng.model.visual_encoder import VisualEncoder, image_stats
+from epng.model.visual_encoder import VisualEncoder, VisualFeatures, image_stats
 
 TEXT_FILES_DIR = "text_encoder"
 WEIGHTS_NAME = "model.safetensors"
@@ -76,23 +78,58 @@ class EPNG(
         """images (B, 3, H, W); input_ids, attention_mask (B, T); phrase_token_mask (B, P, T) bool;
         phrase_mask (B, P) bool -> mask logits (B, P, H/4, W/4), pixel (B, C, H/4, W/4), phrase (B, P, C)."""
         phrase_mask = phrase_mask.bool()
-        visual = self.visual_encoder(images)  # fused (B, C, H/16, W/16) [+ finer FPN maps]
-        phrases = self.text_encoder(input_ids, attention_mask, phrase_token_mask.bool(), phrase_mask)  # (B, P, C)
+        visual = self.encode_image(images)
+        phrases = self.encode_text(input_ids, attention_mask, phrase_token_mask, phrase_mask)  # (B, P, C)
         fused = self.communicator(visual.fused, phrases, phrase_mask)  # (B, C, H/16, W/16)
         return self.head(fused, phrases, visual.fine)
 
-    @torch.inference_mode()
-    def predict(
-        self,
-        images: Tensor,
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        phrase_token_mask: Tensor,
-        phrase_mask: Tensor,
+    def encode_image(self, images: Tensor) -> VisualFeatures:
+        """(B, 3, H, W) normalised images -> fused map (B, C, H/16, W/16) [+ finer FPN maps]."""
+        return self.visual_encoder(images)
+
+    def encode_text(
+        self, input_ids: Tensor, attention_mask: Tensor, phrase_token_mask: Tensor, phrase_mask: Tensor
     ) -> Tensor:
-        """Phrase mask probabilities at the input size (B, P, H, W) (threshold 0.5 for binary masks)."""
-        out = self(images, input_ids, attention_mask, phrase_token_mask, phrase_mask)
-        return upsample_logits(out.mask_logits, images.shape[-2:]).sigmoid()
+        """Word pieces (B, T) + phrase spans (B, P, T) -> phrase features (B, P, C)."""
+        return self.text_encoder(input_ids, attention_mask, phrase_token_mask.bool(), phrase_mask.bool())
+
+    # ------------------------------------------------------------------ pre- and post-processing
+
+    def preprocess(self, image: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """(3, h, w) uint8 image -> (3, H, W) normalised network input and the (h', w') part of it
+        the image occupies (top-left; the rest is padding), by the config's size and resize mode."""
+        size, mode = self.config.image_size, self.config.resize
+        x = transforms.normalize(transforms.resize_image(image, size, mode), self.image_mean, self.image_std)
+        return transforms.pad_to(x, size), transforms.valid_size(image.shape[-2:], size, mode)
+
+    @staticmethod
+    def postprocess_logits(
+        mask_logits: Tensor, input_size: tuple[int, int], valid_size: tuple[int, int], orig_size: tuple[int, int]
+    ) -> Tensor:
+        """(P, h4, w4) logits of one sample -> (P, h, w) probabilities at its original resolution.
+
+        One bilinear resize maps the stride-4 map so that its valid part lands exactly on
+        ``orig_size``, then the padding is cropped off. The *logits* are resized and then
+        squashed, as BCE and Dice see them in training; resizing probabilities instead would
+        move every boundary towards the side with the smaller |logit|.
+        """
+        (in_h, in_w), (valid_h, valid_w), (h, w) = input_size, valid_size, orig_size
+        full = (max(round(h * in_h / valid_h), h), max(round(w * in_w / valid_w), w))
+        logits = F.interpolate(mask_logits.float()[None], size=full, mode="bilinear", align_corners=False)
+        return torch.sigmoid(logits[0, :, :h, :w])  # (P, h, w)
+
+    @classmethod
+    def postprocess_masks(
+        cls, mask_logits: Tensor, input_size: tuple[int, int], meta: list[dict], threshold: float = 0.5
+    ) -> list[Tensor]:
+        """(B, P, h4, w4) logits -> per sample a (P_b, h, w) bool mask of its real phrases
+        (``meta[b]``: ``phrase_indices``, ``valid_size``, ``orig_size``), thresholded on the device."""
+        masks = []
+        for b, m in enumerate(meta):
+            n = len(m["phrase_indices"])
+            probs = cls.postprocess_logits(mask_logits[b, :n], input_size, m["valid_size"], m["orig_size"])
+            masks.append(probs > threshold)
+        return masks
 
     def _save_pretrained(self, save_directory: Path) -> None:
         super()._save_pretrained(save_directory)

@@ -74,7 +74,17 @@ class DenseHead(nn.Module):
         mask_logits = torch.einsum("bpc,bchw->bphw", phrases, pixel_embed) + self.bias  # (B, P, H/4, W/4)
         return EPNGOutput(mask_logits=mask_logits, pixel_embed=pixel_embed, phrase_embed=phrases)
 
+    def mask_logits(self, visual: Tensor, phrases: Tensor, fine: tuple[Tensor, ...] = ()) -> Tensor:
+        """Inference-only logits (B, P, H/4, W/4) in fp32, the same numbers as ``forward`` up to rounding.
 
-def upsample_logits(mask_logits: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize of mask logits (B, P, h, w) -> (B, P, *size)."""
-    return F.interpolate(mask_logits, size=tuple(size), mode="bilinear", align_corners=False)
+        Paper head: the 1x1 phrase kernels run on the stride-16 map and only the (B, P) logit
+        maps are upsampled x4 -- a 1x1 kernel commutes with bilinear upsampling, so the
+        (B, C, H/4, W/4) pixel features are never built. ``"fpn"`` head: its upsampler runs in
+        the caller's precision (autocast applies). The phrase kernels always run in fp32.
+        """
+        pixels = visual if self.upsampler is None else self.upsampler(visual, fine)  # stride 16 | (B, C, H/4, W/4)
+        with torch.autocast(pixels.device.type, enabled=False):
+            logits = torch.einsum("bpc,bchw->bphw", phrases.float(), pixels.float()) + self.bias.float()
+            if self.upsampler is None:
+                logits = F.interpolate(logits, scale_factor=4, mode="bilinear", align_corners=False)
+        return logits

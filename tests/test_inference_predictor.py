@@ -1,4 +1,4 @@
-"""The fast inference path (`epng.engine.fast_inference`) against the plain fp32 path.
+"""`Predictor`: the plain path against the model's own forward, the fast path against the plain fp32 path.
 
 Small model (ResNet-18 body, MiniLM-shaped random text encoder), 128² inputs: the fp32
 fast path must match the plain path within 1e-5 on probabilities; the bf16 path must
@@ -11,19 +11,16 @@ from __future__ import annotations
 import copy
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from epng.engine.fast_inference import (
-    FastEPNG,
-    bf16_supported,
-    fold_conv_bn,
-    plain_forward,
-    resolve_dtype,
-)
-from epng.engine.postprocess import binary_masks, probabilities_at_original_size
+from epng.data.inputs import model_inputs
+from epng.device import bf16_supported, resolve_precision
 from epng.errors import ConfigError
+from epng.inference import InferenceOptions, Predictor
+from epng.inference.fold_bn import fold_conv_bn
 from epng.model import EPNG, EPNGConfig
 
 SMALL = dict(
@@ -112,11 +109,23 @@ def make_batch(model: EPNG, seed: int = 1, batch_size: int = 2) -> dict:
     }
 
 
+def plain_forward(model: EPNG, batch: dict) -> torch.Tensor:
+    """The reference: the model's own forward in fp32 without gradients."""
+    with torch.no_grad():
+        return model(*model_inputs(batch)).mask_logits
+
+
+def fast(model: EPNG, precision: str = "fp32", **kwargs) -> Predictor:
+    return Predictor(model, fast=True, precision=precision, **kwargs)
+
+
+def run(predictor: Predictor, batch: dict) -> torch.Tensor:
+    return predictor.mask_logits(*model_inputs(batch))
+
+
 def probs_at_orig(logits: torch.Tensor, batch: dict) -> list[torch.Tensor]:
     return [
-        probabilities_at_original_size(
-            logits[i, : len(m["phrase_indices"])], (SIZE, SIZE), m["valid_size"], m["orig_size"]
-        )
+        EPNG.postprocess_logits(logits[i, : len(m["phrase_indices"])], (SIZE, SIZE), m["valid_size"], m["orig_size"])
         for i, m in enumerate(batch["meta"])
     ]
 
@@ -127,17 +136,17 @@ def probs_at_orig(logits: torch.Tensor, batch: dict) -> list[torch.Tensor]:
 def test_fp32_fast_path_matches_plain_within_1e5(model):
     batch = make_batch(model)
     ref = plain_forward(model, batch)
-    fast = FastEPNG(model, dtype="fp32")  # channels-last, BN folded, inference mode, stride-16 head, no compile
-    rep = fast.report
+    predictor = fast(model)  # channels-last, BN folded, inference mode, stride-16 head, no compile
+    rep = predictor.report
     assert rep.dtype == "fp32" and rep.channels_last and rep.folded_bn > 0 and rep.stride16_head
-    out = fast.run_batch(batch)
+    out = run(predictor, batch)
     assert out.shape == ref.shape and out.dtype == torch.float32
     for a, b in zip(probs_at_orig(out, batch), probs_at_orig(ref, batch)):
         assert a.shape == (a.shape[0], *ORIG)
         assert (a - b).abs().max().item() < 1e-5
     # masks: same post-processing, identical result
-    masks_fast = fast.masks(out, batch["images"].shape[-2:], batch["meta"])
-    masks_ref = binary_masks(ref, (SIZE, SIZE), batch["meta"])
+    masks_fast = predictor.postprocess(out, batch["images"].shape[-2:], batch["meta"])
+    masks_ref = EPNG.postprocess_masks(ref, (SIZE, SIZE), batch["meta"])
     assert [m.shape for m in masks_fast] == [(3, *ORIG), (2, *ORIG)]
     for a, b in zip(masks_fast, masks_ref):
         assert a.dtype == torch.bool
@@ -148,7 +157,7 @@ def test_each_fp32_option_alone_matches(model):
     batch = make_batch(model, seed=2, batch_size=1)
     ref = plain_forward(model, batch).sigmoid()
     for kwargs in ({"channels_last": True, "fold_bn": False}, {"channels_last": False, "fold_bn": True}):
-        out = FastEPNG(model, dtype="fp32", **kwargs).run_batch(batch).sigmoid()
+        out = run(fast(model, **kwargs), batch).sigmoid()
         assert (out - ref).abs().max().item() < 1e-5, kwargs
 
 
@@ -156,11 +165,11 @@ def test_fp32_fast_path_matches_plain_with_the_fpn_head():
     torch.manual_seed(0)
     model = EPNG(EPNGConfig(**SMALL, mask_head="fpn")).eval()
     batch = make_batch(model)
-    fast = FastEPNG(model, dtype="fp32")
-    assert not fast.report.stride16_head
-    v = fast.encode_visual(batch["images"])
+    predictor = fast(model)
+    assert not predictor.report.stride16_head
+    v = predictor.encode_image(batch["images"])
     assert [f.shape[-1] for f in v.fine] == [SIZE // 8, SIZE // 4]  # P3, P2
-    out, ref = fast.run_batch(batch), plain_forward(model, batch)
+    out, ref = run(predictor, batch), plain_forward(model, batch)
     assert out.shape == ref.shape == (2, 3, SIZE // 4, SIZE // 4)
     assert (out.sigmoid() - ref.sigmoid()).abs().max().item() < 1e-5
 
@@ -169,11 +178,11 @@ def test_fp32_fast_path_matches_plain_with_the_fpn_head():
 def test_bf16_masks_agree_on_995_percent_of_pixels(fresh_model, seed):
     model = fresh_model
     batch = make_batch(model, seed=seed)
-    ref = binary_masks(plain_forward(model, batch), (SIZE, SIZE), batch["meta"])
-    fast = FastEPNG(model, dtype="bf16")
-    fast.model.text_encoder.clear_cache()
-    assert fast.report.dtype == "bf16" and fast.report.text_dtype == "fp32"
-    masks = fast.predict_masks(batch)
+    ref = EPNG.postprocess_masks(plain_forward(model, batch), (SIZE, SIZE), batch["meta"])
+    predictor = fast(model, "bf16")
+    predictor.clear_text_cache()
+    assert predictor.report.dtype == "bf16" and predictor.report.text_dtype == "fp32"
+    masks = predictor.predict_torch(batch)
     same = sum((a == b).sum().item() for a, b in zip(masks, ref))
     total = sum(a.numel() for a in ref)
     assert same / total >= 0.995
@@ -183,20 +192,20 @@ def test_bf16_masks_agree_on_995_percent_of_pixels(fresh_model, seed):
 
 def test_stages_compose_to_the_call(model):
     batch = make_batch(model, batch_size=1)
-    fast = FastEPNG(model, dtype="fp32")
-    v = fast.encode_visual(batch["images"])
+    predictor = fast(model)
+    v = predictor.encode_image(batch["images"])
     assert v.fused.shape == (1, model.config.d_model, SIZE // 16, SIZE // 16) and v.fine == ()
-    ph = fast.encode_text(batch["input_ids"], batch["attention_mask"], batch["phrase_token_mask"], batch["phrase_mask"])
-    c = fast.communicate(v.fused, ph, batch["phrase_mask"])
-    logits = fast.head(c, ph)
-    assert torch.equal(logits, fast.run_batch(batch))
+    ph = predictor.encode_text(*model_inputs(batch)[1:])
+    c = predictor.communicate(v.fused, ph, batch["phrase_mask"])
+    logits = predictor.head(c, ph)
+    assert torch.equal(logits, run(predictor, batch))
     assert logits.shape == (1, 3, SIZE // 4, SIZE // 4)
 
 
 def test_original_model_is_untouched(model):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     types = [type(m) for m in model.modules()]
-    FastEPNG(model, dtype="bf16")
+    fast(model, "bf16")
     after = model.state_dict()
     assert set(before) == set(after)
     assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype for k in before)
@@ -206,8 +215,46 @@ def test_original_model_is_untouched(model):
 
 def test_no_autograd_state(model):
     batch = make_batch(model, batch_size=1)
-    out = FastEPNG(model, dtype="fp32").run_batch(batch)
-    assert not out.requires_grad and out.is_inference()
+    for predictor in (fast(model), Predictor(model, precision="fp32")):
+        out = run(predictor, batch)
+        assert not out.requires_grad and out.is_inference()
+
+
+def test_plain_predictor_is_the_models_own_forward(model):
+    """fast=False in fp32: the stages compose to exactly what `EPNG.forward` computes."""
+    batch = make_batch(model)
+    predictor = Predictor(model, precision="fp32")
+    assert predictor.model is model and not predictor.report.fast
+    assert torch.equal(run(predictor, batch), plain_forward(model, batch))
+    masks = predictor.predict_torch(batch)
+    ref = EPNG.postprocess_masks(plain_forward(model, batch), (SIZE, SIZE), batch["meta"])
+    assert all(torch.equal(a, b) for a, b in zip(masks, ref))
+
+
+def test_set_image_once_then_many_narratives(model):
+    """Image features are computed once by set_image; each narrative gives what a fresh
+    predictor computes for that (image, narrative) pair from scratch."""
+    gen = torch.Generator().manual_seed(5)
+    image = (torch.rand(3, 90, 150, generator=gen) * 255).to(torch.uint8)
+    captions = ["a [brown horse] near the [sea]", "two [dogs] play with a [red ball]"]
+    predictor = Predictor(model, precision="fp32")
+    predictor.set_image(image)
+    calls = []
+    original = predictor.encode_image
+    predictor.encode_image = lambda images: calls.append(1) or original(images)
+    results = [predictor.predict(c) for c in captions]
+    assert calls == []  # no image work after set_image
+    for caption, result in zip(captions, results):
+        alone = Predictor(model, precision="fp32").predict(caption, image=image)
+        assert result.phrases == alone.phrases and result.phrase_source == "brackets"
+        assert result.masks.shape == (2, 90, 150) and np.array_equal(result.masks, alone.masks)
+        np.testing.assert_allclose(result.probabilities, alone.probabilities, atol=1e-6)
+        assert np.array_equal(result.masks, result.probabilities > 0.5)
+
+
+def test_predict_without_an_image_is_refused(model):
+    with pytest.raises(ConfigError, match="set_image"):
+        Predictor(model, precision="fp32").predict("a [dog]")
 
 
 # --------------------------------------------------------------------------- pieces
@@ -270,21 +317,25 @@ def test_fold_untraceable_module_is_returned_as_is():
     assert out is net and n == 0
 
 
-def test_resolve_dtype():
-    assert resolve_dtype("fp32", "cpu") == torch.float32
-    assert resolve_dtype("bf16", "cpu") == torch.bfloat16
-    assert resolve_dtype("auto", "cpu") == (torch.bfloat16 if bf16_supported("cpu") else torch.float32)
-    with pytest.raises(ConfigError):
-        resolve_dtype("fp8", "cpu")
-    with pytest.raises(ConfigError):
-        FastEPNG(nn.Linear(2, 2), compile_scopes=("backbone",))  # scope check happens before touching the model
+def test_resolve_precision_and_options():
+    assert resolve_precision("fp32", "cpu") == torch.float32
+    assert resolve_precision("bf16", "cpu") == torch.bfloat16
+    assert resolve_precision("auto", "cpu") == (torch.bfloat16 if bf16_supported("cpu") else torch.float32)
+    with pytest.raises(ConfigError, match="precision"):
+        resolve_precision("fp8", "cpu")
+    with pytest.raises(ConfigError, match="none"):
+        InferenceOptions(precision="none")  # the old vocabulary is gone
+    with pytest.raises(ConfigError, match="compile scopes"):
+        InferenceOptions(fast=True, compile=True, compile_scopes=("backbone",))
+    with pytest.raises(ConfigError, match="fast=True"):
+        InferenceOptions(compile=True)
 
 
 def test_compile_failure_falls_back_to_eager(model, monkeypatch):
     """A compile that raises (here: a fake torch.compile) warns once and the stage runs eagerly."""
-    import epng.engine.fast_inference as fi
+    import epng.inference.predictor as predictor_module
 
-    def broken_compiler(mode, device):
+    def broken_compiler(mode):
         def compile_module(module):
             def run(*args, **kwargs):
                 raise RuntimeError("no C++ compiler in this test")
@@ -293,15 +344,15 @@ def test_compile_failure_falls_back_to_eager(model, monkeypatch):
 
         return compile_module
 
-    monkeypatch.setattr(fi, "_compiler", broken_compiler)
+    monkeypatch.setattr(predictor_module, "compiler", broken_compiler)
     batch = make_batch(model, batch_size=1)
-    fast = FastEPNG(model, dtype="fp32", compile=True)
+    predictor = fast(model, compile=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = fast.run_batch(batch)
+        out = run(predictor, batch)
     assert sum("torch.compile" in str(w.message) for w in caught) == 2  # once per stage (visual, communicator)
-    assert fast._visual.compiled is None and fast._comm.compiled is None  # eager from now on
-    rep = fast.report
+    assert predictor._visual.compiled is None and predictor._communicator.compiled is None  # eager from now on
+    rep = predictor.report
     assert set(rep.compile_errors) == {"visual encoder", "communicator"}
     ref = plain_forward(model, batch)
     assert (out.sigmoid() - ref.sigmoid()).abs().max().item() < 1e-5
