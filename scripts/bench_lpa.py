@@ -9,10 +9,9 @@ calls.
 
 Peak memory:
 * CPU -- every (implementation, case) runs in its own subprocess.  After the layer and its
-  input are built, the process's RSS high-water mark is reset (``/proc/self/clear_refs`` 5,
-  Linux); the reported peak is VmHWM after the warm-up and timed calls minus VmRSS at the
-  reset: the extra resident memory the calls need (allocator caching included).  Where
-  clear_refs is not writable, VmHWM includes the setup too (an overestimate).
+  input are built, `epng.bench.harness.PeakRSS` resets the process's RSS high-water mark;
+  the reported peak is the high-water mark after the warm-up and timed calls minus the
+  RSS at the reset: the extra resident memory the calls need (allocator caching included).
   The machine may be shared: the table header prints the load average, the JSON also
   holds each call's process CPU time (``median_cpu_s``), and the children run with
   ``OMP_WAIT_POLICY=PASSIVE`` unless it is set (spinning OpenMP workers distort timings
@@ -45,7 +44,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from epng.model.lpa import LocalityPerceptiveAttention, lpa_layer_reference  # noqa: E402
+from epng.bench.harness import PeakRSS  # noqa: E402
+from epng.model.lpa import LPA_DISTANCES, LocalityPerceptiveAttention, lpa_layer_reference  # noqa: E402
 
 IMPLS = ("module", "reference")
 
@@ -53,19 +53,6 @@ IMPLS = ("module", "reference")
 def parse_grid(text: str) -> tuple[int, int]:
     h, w = text.lower().split("x")
     return int(h), int(w)
-
-
-def _proc_status() -> dict[str, int]:
-    text = Path("/proc/self/status").read_text()
-    return {k: int(re.search(rf"{k}:\s+(\d+)", text).group(1)) * 1024 for k in ("VmRSS", "VmHWM")}
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def _sync(device: torch.device) -> None:
@@ -103,9 +90,9 @@ def run_case(
         del out
         _sync(device)
 
+    rss = PeakRSS()
     if device.type == "cpu":  # peak RSS from here on, over warm-up and timed calls
-        _reset_peak_rss()
-        base = _proc_status()["VmRSS"]
+        rss.start()
     first = None
     for i in range(args.warmup):
         t0 = time.perf_counter()
@@ -121,7 +108,10 @@ def run_case(
         call()
         times.append(time.perf_counter() - t0)
         cpu_times.append(time.process_time() - c0)
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _proc_status()["VmHWM"]) - base
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - base
+    else:
+        peak = rss.stop()["extra_mib"] * 2**20
     attn_dtype = torch.bfloat16 if args.amp else torch.float32
     route = layer.route(device, mode == "fwd+bwd", attn_dtype) if impl == "module" else "materialised"
     return {
@@ -134,7 +124,7 @@ def run_case(
         "times_s": times,
         "first_call_s": first,
         "median_cpu_s": statistics.median(cpu_times),
-        "peak_bytes": int(peak),
+        "peak_bytes": round(peak),
     }
 
 
@@ -225,11 +215,11 @@ def markdown(results: list[dict], args: argparse.Namespace, device: str | None =
         cpu_ok = ok and m.get("median_cpu_s") and ref.get("median_cpu_s")
         cpu_speed = f"{ref['median_cpu_s'] / m['median_cpu_s']:.2f}x" if cpu_ok else "-"
         mem = f"{m['peak_bytes'] / max(ref['peak_bytes'], 1):.3f}" if ok else "-"
-        first = f"{m['first_call_s']:.2f} s" if m and "first_call_s" in m else "-"
+        first = f"{m['first_call_s']:.2f} s" if m and m.get("first_call_s") is not None else "-"
         route = m.get("route", "-") if m else "-"
         lines.append(
-            f"| {grid[0]}x{grid[1]} | {batch} | {mode} | {route} | {fmt_time(m)} | {fmt_time(ref)} | {speed} | {cpu_speed} | "
-            f"{fmt_mem(m)} | {fmt_mem(ref)} | {mem} | {first} |"
+            f"| {grid[0]}x{grid[1]} | {batch} | {mode} | {route} | {fmt_time(m)} | {fmt_time(ref)} | {speed} "
+            f"| {cpu_speed} | {fmt_mem(m)} | {fmt_mem(ref)} | {mem} | {first} |"
         )
     skipped = [r for r in results if "skipped" in r]
     for r in skipped:
@@ -242,7 +232,7 @@ def markdown(results: list[dict], args: argparse.Namespace, device: str | None =
 def describe_device(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    load = ", load average %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     load += f", OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE (children)')}"
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads{load})"
 
@@ -256,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--impls", default="module,reference")
     p.add_argument("--dim", type=int, default=768)
     p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--distance", default="euclidean", choices=["euclidean", "squared"])
+    p.add_argument("--distance", default="euclidean", choices=LPA_DISTANCES)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--amp", action="store_true", help="bf16 autocast")

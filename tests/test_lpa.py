@@ -15,13 +15,24 @@ import pytest
 import torch
 from torch.nn.attention.flex_attention import flex_attention
 
-import epng.model.lpa as lpa_mod
 from epng.errors import ConfigError
+from epng.model.config import LPA_DISTANCES as config_distances
 from epng.model.lpa import (
+    LPA_DISTANCES,
+    LPA_ROUTES,
     LocalityPerceptiveAttention,
+    band_flash,
     build_grid_geometry,
+    eager,
+    flex,
+    geometry,
+    get_lpa_route,
     lpa_layer_reference,
     lpa_reference,
+    lpa_route,
+    policy,
+    resolve_route,
+    set_lpa_route,
 )
 
 HEAD_SCALES = [0.5, 1.0, 1.7, -0.4]
@@ -93,8 +104,8 @@ def test_distance_tables_match_numpy(grid, distance, clip):
 def test_geometry_cache_reused(monkeypatch):
     m = make_module("euclidean")
     calls = []
-    real = lpa_mod.build_grid_geometry
-    monkeypatch.setattr(lpa_mod, "build_grid_geometry", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = geometry.build_grid_geometry
+    monkeypatch.setattr(geometry, "build_grid_geometry", lambda *a, **k: calls.append(a) or real(*a, **k))
     x = torch.randn(1, 35, 32)
     with torch.no_grad():
         m(x, (5, 7))
@@ -132,10 +143,12 @@ def test_values_and_grads_match_reference(backend, distance, grid, batch, rows, 
 
     if backend == "eager":
         monkeypatch.setattr(
-            lpa_mod, "_attend_block", spy(lpa_mod._attend_block, lambda q, kt, *r: q[..., 0].numel() * kt.shape[-1])
+            eager, "_attend_block", spy(eager._attend_block, lambda q, kt, *r: q[..., 0].numel() * kt.shape[-1])
         )
     else:
-        monkeypatch.setattr(lpa_mod, "_rescale_neighbours", spy(lpa_mod._rescale_neighbours, lambda t, *r: t.numel()))
+        monkeypatch.setattr(
+            band_flash, "rescale_neighbours", spy(band_flash.rescale_neighbours, lambda t, *r: t.numel())
+        )
     m64 = make_module(distance, max_block_elements=block, backend=backend).double()
     assert m64.route(torch.device("cpu"), True, torch.float64) == backend
     torch.manual_seed(1)
@@ -211,8 +224,8 @@ def test_large_self_similarity():
         m_clip1 = make_module("euclidean", c=32, heads=4, clip=1.0, max_block_elements=4 * 6 * 36)
         m_clip1.load_state_dict(m.state_dict())
         geom = m_clip1.geometry((h, w), "cpu")
-        for route in (m_clip1._eager, m_clip1._flash):
-            assert max_err(route(q, k, v, geom), exact) < 1e-5 * max(1.0, exact.abs().max().item())
+        for route in ("eager", "flash"):
+            assert max_err(m_clip1.attend(q, k, v, geom, route), exact) < 1e-5 * max(1.0, exact.abs().max().item())
     assert max_err(out, ref) < 1e-5 * max(1.0, ref.abs().max().item())
     m.backend = "eager"
     with torch.no_grad():
@@ -246,7 +259,7 @@ def test_bf16_autocast_forward_backward(backend):
 
 def test_flex_route_semantics(monkeypatch):
     """The flex route (run un-compiled here: same math, scores materialised) matches the reference."""
-    monkeypatch.setattr(lpa_mod, "_compiled_flex_attention", lambda: flex_attention)
+    monkeypatch.setattr(flex, "_compiled_flex_attention", lambda: flex_attention)
     for distance in ("euclidean", "squared"):
         m = make_module(distance, backend="flex")
         x = torch.randn(2, 35, 32)
@@ -265,7 +278,7 @@ def test_flex_failure_falls_back_to_eager(monkeypatch):
 
         return fail
 
-    monkeypatch.setattr(lpa_mod, "_compiled_flex_attention", broken)
+    monkeypatch.setattr(flex, "_compiled_flex_attention", broken)
     m = make_module("euclidean", backend="flex")
     x = torch.randn(1, 35, 32)
     with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
@@ -311,6 +324,94 @@ def test_routes_on_cpu():
         LocalityPerceptiveAttention(32, 4, backend="sdpa")
 
 
+CPU = torch.device("cpu")
+# (setting, needs_grad, dtype) -> route on CPU, as the policy's rules state them.
+CPU_RULES = [
+    ("auto", False, torch.float32, "flash"),
+    ("auto", True, torch.float32, "flash"),
+    ("auto", False, torch.bfloat16, "eager"),  # bf16 inference: the eager route's bf16 GEMMs
+    ("auto", True, torch.bfloat16, "flash"),
+    ("auto", False, torch.float16, "flash"),
+    ("auto", False, torch.float64, "flash"),
+    ("flex", False, torch.float32, "flex"),
+    ("flex", True, torch.float32, "flash"),  # no FlexAttention backward on CPU
+    ("flex", False, torch.bfloat16, "flex"),
+    ("flash", False, torch.bfloat16, "flash"),
+    ("flash", True, torch.float32, "flash"),
+    ("eager", False, torch.float32, "eager"),
+    ("eager", True, torch.bfloat16, "eager"),
+]
+
+
+@pytest.mark.parametrize("setting,needs_grad,dtype,expect", CPU_RULES)
+def test_route_resolution_on_cpu(setting, needs_grad, dtype, expect):
+    assert resolve_route(setting, CPU, needs_grad, dtype) == expect
+    # the module follows the process-wide setting unless it names its own backend
+    with lpa_route(setting):
+        assert make_module("euclidean").route(CPU, needs_grad, dtype) == expect
+    assert make_module("euclidean", backend=setting).route(CPU, needs_grad, dtype) == expect
+    # after a flex failure "flex" resolves as "auto" does
+    failed = resolve_route("auto", CPU, needs_grad, dtype) if setting == "flex" else expect
+    assert resolve_route(setting, CPU, needs_grad, dtype, flex_failed=True) == failed
+
+
+@pytest.mark.parametrize("triton", [True, False])
+def test_route_resolution_on_cuda(triton, monkeypatch):
+    """The CUDA rules, without a GPU: only the availability checks are faked."""
+    monkeypatch.setattr(policy, "flex_available", lambda device: triton)
+    gpu = torch.device("cuda", 0)
+    for grad in (False, True):
+        for half in (torch.bfloat16, torch.float16):
+            assert resolve_route("auto", gpu, grad, half) == ("flex" if triton else "eager")
+            assert resolve_route("auto", gpu, grad, half, flex_failed=True) == "eager"
+            assert resolve_route("flex", gpu, grad, half) == "flex"
+        assert resolve_route("auto", gpu, grad, torch.float32) == "eager"  # the fp32 flex kernel is slow
+        assert resolve_route("flex", gpu, grad, torch.float32) == "flex"
+        assert resolve_route("flash", gpu, grad, torch.bfloat16) == "eager"  # no CPU kernel on CUDA
+        assert resolve_route("eager", gpu, grad, torch.bfloat16) == "eager"
+
+
+def test_route_setting_forces_and_restores(monkeypatch):
+    assert LPA_ROUTES == ("auto", "flex", "flash", "eager")
+    assert get_lpa_route() == "auto"
+    calls = []  # blocks the eager route ran
+    real = eager._attend_block
+    monkeypatch.setattr(eager, "_attend_block", lambda *a: calls.append(1) or real(*a))
+    m = make_module("euclidean")  # follows the setting
+    pinned = make_module("euclidean", backend="flash")  # its own backend wins
+    forced = make_module("euclidean", backend="eager")
+    x = torch.randn(2, 35, 32)
+    with torch.no_grad():
+        with lpa_route("eager"):
+            assert get_lpa_route() == "eager" and m.route(CPU) == "eager"
+            assert pinned.route(CPU) == "flash"
+            out = m(x, (5, 7))
+            with lpa_route("flex"):  # nested: the inner one wins, then the outer one is back
+                assert get_lpa_route() == "flex"
+            assert get_lpa_route() == "eager"
+        assert calls and get_lpa_route() == "auto" and m.route(CPU) == "flash"
+        assert torch.equal(out, forced(x, (5, 7)))
+        with pytest.raises(RuntimeError), lpa_route("eager"):  # restored on an exception too
+            raise RuntimeError("inside")
+        assert get_lpa_route() == "auto"
+        set_lpa_route("eager")
+        try:
+            assert m.route(CPU) == "eager"
+            with pytest.raises(ConfigError):
+                set_lpa_route("sdpa")
+            with pytest.raises(ConfigError), lpa_route("sdpa"):
+                pass
+            assert get_lpa_route() == "eager"  # a bad name changes nothing
+        finally:
+            set_lpa_route("auto")
+    assert m.route(CPU) == "flash"
+
+
+def test_distance_options_are_one_definition():
+    assert LPA_DISTANCES == ("euclidean", "squared")
+    assert config_distances is LPA_DISTANCES
+
+
 def test_dropout_on_head_outputs():
     m = make_module("euclidean", dropout=0.5)
     x = torch.randn(1, 35, 32)
@@ -322,11 +423,12 @@ def test_dropout_on_head_outputs():
         a = m(x, (5, 7))
         # Same as dropping the concatenated head outputs before out_proj.
         heads = (
-            m._eager(
+            m.attend(
                 m.q_proj(x).view(1, 35, 4, 8).transpose(1, 2),
                 m.k_proj(x).view(1, 35, 4, 8).transpose(1, 2),
                 m.v_proj(x).view(1, 35, 4, 8).transpose(1, 2),
                 m.geometry((5, 7), "cpu"),
+                "eager",
             )
             .transpose(1, 2)
             .reshape(1, 35, 32)

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from epng.errors import ConfigError
+from epng.model.lpa import LPA_DISTANCES
 
 BACKBONE_WEIGHTS = ("none", "package", "timm")  # or a path to a local state-dict file
 TEXT_WEIGHTS = ("pretrained", "random")
 TEXT_LAYERS = ("last", "mean4")
-LPA_DISTANCES = ("euclidean", "squared")
 MASK_HEADS = ("bilinear", "fpn")
 
 
