@@ -7,9 +7,8 @@ import torch
 
 from epng.data.dataset import PNGDataset, collate_png, model_inputs
 from epng.data.synth import generate_benchmark
-from epng.engine.postprocess import binary_masks
 from epng.losses import EPNGCriterion
-from epng.model import build_epng
+from epng.model import EPNG, build_epng
 
 SIZE = 128
 STEPS, DROP_AT = 150, 120  # lr 1e-3, then 1e-4 for the last 30 steps
@@ -20,7 +19,7 @@ def mean_iou(model, batch) -> float:
     model.eval()
     with torch.no_grad():
         out = model(*model_inputs(batch))
-    masks = binary_masks(out.mask_logits, tuple(batch["images"].shape[-2:]), batch["meta"])
+    masks = EPNG.postprocess_masks(out.mask_logits, tuple(batch["images"].shape[-2:]), batch["meta"])
     model.train()
     ious = []
     for i, pred in enumerate(masks):
