@@ -119,7 +119,26 @@ def test_predict_writes_one_mask_per_phrase_at_image_size(checkpoint, picture, t
     assert [m.name for m in masks] == ["mask_00_red_ball.png", "mask_01_green_grass.png"]
     for m in masks:
         assert np.asarray(Image.open(m)).shape == (50, 90)
-    assert (tmp_path / "overlay.png").is_file() and "overlay.png" in out
+    assert (tmp_path / "overlay.png").is_file()
+    lines = [json.loads(line) for line in out.splitlines()]  # one JSON object per phrase, pipeable
+    assert [(d["text"], d["start"], d["end"], d["source"]) for d in lines] == [
+        ("red ball", 2, 10, "brackets"),
+        ("green grass", 23, 34, "brackets"),
+    ]
+    for d, m in zip(lines, masks):
+        assert d["file"] == str(m) and d["pixels"] == int((np.asarray(Image.open(m)) > 0).sum())
+
+
+def test_predict_has_a_default_output_folder_and_a_version(checkpoint, picture, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(
+        ["predict", "--checkpoint", str(checkpoint), "--image", str(picture), "--caption", "a [dog]"], capsys
+    )
+    assert code == 0 and (tmp_path / "predict_out" / "overlay.png").is_file()
+    assert json.loads(out)["file"] == str(Path("predict_out") / "mask_00_dog.png")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("epng ")
 
 
 def test_predictor_masks_equal_the_model_run_by_hand(checkpoint, picture, tiny_model):

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from epng import __version__
 from epng.errors import EPNGError
 
 # command name -> module implementing it
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="epng",
         description="EPNG: end-to-end real-time Panoptic Narrative Grounding.",
     )
+    parser.add_argument("--version", action="version", version=f"epng {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)

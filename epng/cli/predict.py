@@ -16,12 +16,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--caption", required=True, help="the narrative; mark phrases with [brackets] unless --phrase is given"
     )
     parser.add_argument("--phrase", action="append", default=[], help="a phrase of the caption to segment (repeatable)")
-    parser.add_argument("--output", required=True, help="folder for the mask PNGs and the overlay")
+    parser.add_argument(
+        "--output", default="predict_out", help="folder for the mask PNGs and the overlay (default predict_out)"
+    )
     parser.add_argument("--threshold", type=float, default=0.5)
     add_inference_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Writes one mask PNG per phrase and ``overlay.png``; prints one JSON line per phrase
+    (``text``, ``start``, ``end``, ``source``, ``pixels``, ``file``) so the output pipes."""
+    import json
     import re
     from pathlib import Path
 
@@ -33,11 +38,11 @@ def run(args: argparse.Namespace) -> int:
     result = predictor.predict(args.caption, args.phrase or None, image=args.image)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    for k, (phrase, mask) in enumerate(zip(result.phrases, result.masks)):
+    for k, (phrase, (start, end), mask) in enumerate(zip(result.phrases, result.spans, result.masks)):
         slug = re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_")[:40] or "phrase"
         path = out / f"mask_{k:02d}_{slug}.png"
         Image.fromarray(mask.astype("uint8") * 255).save(path)
-        print(f"{path}  ({phrase!r}, {int(mask.sum())} pixels)")
-    overlay = save_phrase_overlay(result.image, result.masks, result.phrases, out / "overlay.png", title=result.caption)
-    print(f"{overlay}  (all phrases)")
+        line = {"text": phrase, "start": start, "end": end, "source": result.phrase_source}
+        print(json.dumps({**line, "pixels": int(mask.sum()), "file": str(path)}))
+    save_phrase_overlay(result.image, result.masks, result.phrases, out / "overlay.png", title=result.caption)
     return 0
