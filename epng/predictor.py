@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from epng.data.tokenization import align_phrases
-from epng.data.transforms import ResizeNormalize, decode_image_file
+from epng.data.transforms import ResizeNormalize
 from epng.engine.checkpoint import load_model
 from epng.engine.fast_inference import FastEPNG
 from epng.engine.postprocess import binary_masks
 from epng.engine.precision import autocast_for
 from epng.errors import ConfigError, DataError
+from epng.io.images import decode_image_file
 from epng.model import EPNG
 
 ImageInput = str | Path | np.ndarray | torch.Tensor

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from epng.data.refer import DEFAULT_SPLIT_BY, STANDARD_PAIRS, resolve_names
+    from epng.data.refer_layout import DEFAULT_SPLIT_BY, STANDARD_PAIRS, resolve_names
     from epng.engine.checkpoint import load_model
     from epng.engine.res_eval import evaluate_pairs, format_res_table
     from epng.errors import ConfigError
