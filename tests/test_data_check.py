@@ -10,7 +10,7 @@ from PIL import Image
 
 from epng.cli.main import main
 from epng.data.check import check_data
-from epng.data.panoptic import id_to_rgb
+from epng.io.panoptic_png import id_to_rgb
 
 
 def run_cli(capsys, *args):

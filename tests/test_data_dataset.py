@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from epng.data.dataset import PNGDataset, collate_png, gt_phrase_masks, phrase_masks_from_id_map
-from epng.data.panoptic import PanopticIndex, phrase_gt_mask, read_id_png, segment_pixel_counts
+from epng.data.dataset import PNGDataset, collate_png
+from epng.data.panoptic import PanopticIndex, phrase_masks, segment_pixel_counts
 from epng.data.png_format import load_narratives
 from epng.data.transforms import valid_size
+from epng.io.panoptic_png import read_id_png
 
 SPLIT = "val2017"
 META_KEYS = {"narrative", "image_id", "phrase_indices", "orig_size", "valid_size", "truncated_phrase_indices"}
@@ -28,11 +29,11 @@ def test_gt_at_original_resolution_matches_json_area(real_root, sample_json, rea
     for n, texts in zip(narratives, real.phrases):
         assert [p.text for p in n.phrases] == texts
         id_map = read_id_png(real_root / "annotations" / "panoptic_segmentation" / SPLIT / f"{n.image_id:012d}.png")
-        masks = gt_phrase_masks(n, id_map)
+        masks = phrase_masks(id_map, [p.segment_ids for p in n.phrases])
         assert masks.dtype == bool and masks.shape == (len(n.phrases), *id_map.shape)
         for p, m in zip(n.phrases, masks):
             assert m.sum() == sum(areas[n.image_id][s] for s in p.segment_ids), p.text
-            assert np.array_equal(m, phrase_gt_mask(id_map, p.segment_ids))
+            assert np.array_equal(m, np.isin(id_map, p.segment_ids))
         counts = segment_pixel_counts(id_map, list(areas[n.image_id]) + [123])
         assert counts == {**areas[n.image_id], 123: 0}
 
@@ -116,12 +117,12 @@ def test_resized_gt_area_scales_with_the_image(real_root, tokenizer, sample_json
         assert abs(got - expected) <= 0.1 * expected + 30
 
 
-def test_phrase_masks_from_id_map_matches_loop():
+def test_phrase_masks_match_loop():
     rng = np.random.default_rng(3)
     palette = torch.tensor([0, 5, 77, 70000, 5_000_001, 16777215], dtype=torch.int32)
     id_map = palette[torch.from_numpy(rng.integers(0, 6, size=(17, 23)))]
     sets = [(5,), (77, 70000), (16777215, 5, 123456), (999,), (70000,)]
-    masks = phrase_masks_from_id_map(id_map, sets)
+    masks = torch.from_numpy(phrase_masks(id_map.numpy(), sets))
     assert masks.shape == (5, 17, 23) and masks.dtype == torch.bool
     for k, segs in enumerate(sets):
         ref = torch.zeros((17, 23), dtype=torch.bool)

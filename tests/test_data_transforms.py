@@ -14,11 +14,11 @@ from epng.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ResizeNormalize,
-    decode_image_file,
     resize_id_map,
     valid_size,
 )
 from epng.errors import ConfigError, DataError
+from epng.io.images import decode_image_file
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from epng.cli.main import main
-from epng.data.dataset import PNGDataset, phrase_masks_from_id_map
+from epng.data.dataset import PNGDataset
+from epng.data.panoptic import phrase_masks
 from epng.engine.evaluator import evaluate_checkpoint
 from epng.inference import Predictor
 from epng.metrics.scorer import score_predictions
@@ -28,7 +29,7 @@ class OraclePredictor(Predictor):
         for i in range(len(dataset)):
             s = dataset[i]
             key = (s.image.numpy().tobytes(), tuple(s.input_ids.tolist()))
-            self.truth[key] = phrase_masks_from_id_map(s.id_map, s.phrase_segments)
+            self.truth[key] = torch.from_numpy(phrase_masks(s.id_map.numpy(), s.phrase_segments))
 
     def mask_logits(self, images, input_ids, attention_mask, phrase_token_mask, phrase_mask):
         b, p = phrase_mask.shape
@@ -45,10 +46,10 @@ def tiny_model():
     return build_epng("epng_lite0_minilm", image_size=64, backbone_weights="none").eval()
 
 
-def test_evaluate_on_an_oracle_reproduces_score(synth_bench, tmp_path, tiny_model):
+def test_evaluate_on_an_oracle_reproduces_score(synth_dataset, tmp_path, tiny_model):
     cfg = tiny_model.config
     dataset = PNGDataset(
-        synth_bench,
+        synth_dataset,
         "val2017",
         tiny_model.tokenizer,
         image_size=cfg.image_size,
@@ -56,25 +57,25 @@ def test_evaluate_on_an_oracle_reproduces_score(synth_bench, tmp_path, tiny_mode
         std=tiny_model.image_std,
     )
     oracle = OraclePredictor(tiny_model, dataset)
-    result = evaluate_checkpoint(oracle, synth_bench, "val2017", tmp_path, batch_size=3, num_workers=0, n_overlays=2)
+    result = evaluate_checkpoint(oracle, synth_dataset, "val2017", tmp_path, batch_size=3, num_workers=0, n_overlays=2)
     metrics = result["metrics"]
     assert metrics["ar"] > 99.99 and metrics["n_missing"] == 0  # the synthetic images are 64 px: no resize
     assert metrics == json.loads((tmp_path / "metrics.json").read_text())
-    assert score_predictions(synth_bench, "val2017", tmp_path / "predictions.jsonl") == metrics
+    assert score_predictions(synth_dataset, "val2017", tmp_path / "predictions.jsonl") == metrics
     assert (tmp_path / "recall_curve.png").stat().st_size > 0 and len(list((tmp_path / "overlays").glob("*.png"))) == 2
 
 
-def test_evaluate_of_a_real_model_matches_score(synth_bench, tmp_path, tiny_model):
+def test_evaluate_of_a_real_model_matches_score(synth_dataset, tmp_path, tiny_model):
     result = evaluate_checkpoint(
         Predictor(tiny_model, precision="fp32"),
-        synth_bench,
+        synth_dataset,
         "val2017",
         tmp_path,
         batch_size=2,
         num_workers=0,
         n_overlays=0,
     )
-    assert score_predictions(synth_bench, "val2017", tmp_path / "predictions.jsonl") == result["metrics"]
+    assert score_predictions(synth_dataset, "val2017", tmp_path / "predictions.jsonl") == result["metrics"]
     assert 0.0 <= result["metrics"]["ar"] < 100.0
 
 
@@ -143,7 +144,8 @@ def test_predict_has_a_default_output_folder_and_a_version(checkpoint, picture, 
 
 def test_predictor_masks_equal_the_model_run_by_hand(checkpoint, picture, tiny_model):
     from epng.data.tokenization import align_phrases
-    from epng.data.transforms import ResizeNormalize, decode_image_file
+    from epng.data.transforms import ResizeNormalize
+    from epng.io.images import decode_image_file
 
     result = Predictor.from_pretrained(checkpoint, device="cpu", precision="fp32").predict(
         "a dog and a ball", ["dog", "ball"], image=str(picture)
@@ -238,17 +240,17 @@ def test_predict_bad_files(checkpoint, tmp_path, capsys):
     assert code == 2 and "not an EPNG checkpoint" in err
 
 
-def test_fast_path_through_evaluate_and_predict(synth_bench, checkpoint, picture, tmp_path, capsys):
+def test_fast_path_through_evaluate_and_predict(synth_dataset, checkpoint, picture, tmp_path, capsys):
     result = evaluate_checkpoint(
         Predictor(load_model(checkpoint), fast=True),
-        synth_bench,
+        synth_dataset,
         "val2017",
         tmp_path / "eval",
         batch_size=2,
         num_workers=0,
         n_overlays=0,
     )
-    assert score_predictions(synth_bench, "val2017", tmp_path / "eval" / "predictions.jsonl") == result["metrics"]
+    assert score_predictions(synth_dataset, "val2017", tmp_path / "eval" / "predictions.jsonl") == result["metrics"]
     code, _, _ = run_cli(
         [
             "predict",

@@ -51,8 +51,8 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / "final" / "model.safetensors")
 
 
-def test_sigkill_and_resume_equals_uninterrupted_run(synth_bench, tmp_path):
-    args = overrides(synth_bench, **{"run.max_steps": 8, "optim.epochs": 10})
+def test_sigkill_and_resume_equals_uninterrupted_run(synth_dataset, tmp_path):
+    args = overrides(synth_dataset, **{"run.max_steps": 8, "optim.epochs": 10})
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     subprocess.run(train_cmd(straight, args), check=True, env=env(), capture_output=True)
 
@@ -76,10 +76,10 @@ def test_sigkill_and_resume_equals_uninterrupted_run(synth_bench, tmp_path):
     assert steps[-1] == 8
 
 
-def test_damaged_checkpoint_is_reported_and_the_previous_one_used(synth_bench, tmp_path):
+def test_damaged_checkpoint_is_reported_and_the_previous_one_used(synth_dataset, tmp_path):
     out = tmp_path / "run"
     subprocess.run(
-        train_cmd(out, overrides(synth_bench, **{"run.max_steps": 4})), check=True, env=env(), capture_output=True
+        train_cmd(out, overrides(synth_dataset, **{"run.max_steps": 4})), check=True, env=env(), capture_output=True
     )
     newest = ckpt.list_checkpoints(out)[-1]
     assert newest.name == "step_00000004"
@@ -90,7 +90,7 @@ def test_damaged_checkpoint_is_reported_and_the_previous_one_used(synth_bench, t
     assert loaded is not None and loaded.step == 2 and loaded.path.name == "step_00000002"
     # training resumes from the intact one and completes
     result = subprocess.run(
-        train_cmd(out, overrides(synth_bench, **{"run.max_steps": 4})),
+        train_cmd(out, overrides(synth_dataset, **{"run.max_steps": 4})),
         check=True,
         env=env(),
         capture_output=True,
@@ -125,7 +125,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_torchrun_matches_one_process(synth_bench, tmp_path):
+def test_two_process_torchrun_matches_one_process(synth_dataset, tmp_path):
     # Backbone fully frozen (BatchNorm statistics are then the same whatever the per-process
     # batch) and no dropout: one process with batch 4 and two with batch 2 see the same
     # global batches and must follow the same loss curve.
@@ -136,7 +136,7 @@ def test_two_process_torchrun_matches_one_process(synth_bench, tmp_path):
         "model.overrides.dropout": 0.0,
     }
     one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run(train_cmd(one, overrides(synth_bench, **common)), check=True, env=env(), capture_output=True)
+    subprocess.run(train_cmd(one, overrides(synth_dataset, **common)), check=True, env=env(), capture_output=True)
     torchrun = [
         sys.executable,
         "-m",
@@ -154,7 +154,7 @@ def test_two_process_torchrun_matches_one_process(synth_bench, tmp_path):
         str(CONFIG),
         "--output",
         str(two),
-        *overrides(synth_bench, **common, **{"optim.batch_size": 2}),
+        *overrides(synth_dataset, **common, **{"optim.batch_size": 2}),
     ]
     subprocess.run(torchrun, check=True, env=env(), capture_output=True, timeout=400)
 
@@ -171,7 +171,7 @@ def test_two_process_torchrun_matches_one_process(synth_bench, tmp_path):
     assert m1["n_phrases"] == m2["n_phrases"] and m1["ar"] == pytest.approx(m2["ar"], abs=0.5)
 
 
-def test_nonfinite_losses_stop_the_run_with_the_last_good_checkpoint(synth_bench, tmp_path, monkeypatch):
+def test_nonfinite_losses_stop_the_run_with_the_last_good_checkpoint(synth_dataset, tmp_path, monkeypatch):
     from epng.engine.config import load_config
     from epng.engine.trainer import TrainingError, train
     from epng.losses import EPNGCriterion
@@ -188,7 +188,7 @@ def test_nonfinite_losses_stop_the_run_with_the_last_good_checkpoint(synth_bench
 
     monkeypatch.setattr(EPNGCriterion, "forward", poisoned)
     cfg = load_config(
-        CONFIG, overrides(synth_bench, **{"run.max_steps": 20, "run.max_bad_steps": 3, "optim.epochs": 20})
+        CONFIG, overrides(synth_dataset, **{"run.max_steps": 20, "run.max_bad_steps": 3, "optim.epochs": 20})
     )
     out = tmp_path / "nan"
     with pytest.raises(TrainingError, match=r"3 non-finite losses in a row at step 2.*step_00000002"):

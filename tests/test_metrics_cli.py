@@ -6,12 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from helpers_bench import make_tiny_benchmark
+from helpers_dataset import make_tiny_benchmark
+from helpers_metrics import oracle_predictions, write_predictions
 from PIL import Image
 
 from epng.cli.main import COMMANDS, main
 from epng.metrics.png_metric import METRIC_KEYS
-from epng.metrics.scorer import PNGEvaluator, oracle_predictions, write_predictions
+from epng.metrics.scorer import PNGEvaluator
 
 SPLIT = "val2017"
 

@@ -1,4 +1,4 @@
-"""AR / recall curve / acc@0.5 against independent computations of spec section 5."""
+"""AR / recall curve / acc@0.5 against independent computations of their definitions."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from helpers_metrics import mask_iou
 
 from epng.metrics.png_metric import (
     METRIC_KEYS,
@@ -14,7 +15,6 @@ from epng.metrics.png_metric import (
     average_recall,
     compute_metrics,
     format_metrics_table,
-    mask_iou,
     recall_curve,
 )
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
+from helpers_metrics import rle_area
 
-from epng.metrics.rle import (
+from epng.io.rle import (
     InvalidRLE,
     decode_counts_string,
     decode_rle,
     encode_counts_string,
     encode_mask,
     normalize_rle,
-    rle_area,
 )
 
 

@@ -6,20 +6,14 @@ import json
 
 import numpy as np
 import pytest
-from helpers_bench import SAMPLE_DIR, TINY_PHRASES, make_sample_benchmark, make_tiny_benchmark, tiny_gt
+from helpers_dataset import SAMPLE_DIR, TINY_PHRASES, make_sample_benchmark, make_tiny_benchmark, tiny_gt
+from helpers_metrics import oracle_predictions, write_oracle_predictions, write_predictions
 
-from epng.data.panoptic import read_id_png
 from epng.errors import PredictionError
+from epng.io.panoptic_png import read_id_png
+from epng.io.rle import decode_rle, encode_mask
 from epng.metrics.png_metric import average_recall
-from epng.metrics.rle import decode_rle, encode_mask
-from epng.metrics.scorer import (
-    PNGEvaluator,
-    evaluate_predictions,
-    oracle_predictions,
-    score_predictions,
-    write_oracle_predictions,
-    write_predictions,
-)
+from epng.metrics.scorer import PNGEvaluator, evaluate_predictions, score_predictions
 
 SPLIT = "val2017"
 SIZES = {0: (6, 8), 1: (5, 7), 3: (6, 8)}

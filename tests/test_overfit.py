@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from epng.data.dataset import PNGDataset, collate_png, model_inputs
+from epng.data.dataset import PNGDataset, collate_png
+from epng.data.inputs import model_inputs
 from epng.data.synth import generate_benchmark
 from epng.losses import EPNGCriterion
 from epng.model import EPNG, build_epng

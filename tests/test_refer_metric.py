@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from epng.metrics.res_metric import RES_THRESHOLDS, RESMetric, intersection_union, iou_value, res_metrics
+from epng.metrics.iou import intersection_union, iou_from_counts
+from epng.metrics.res_metric import RES_THRESHOLDS, RESMetric, res_metrics
 
 
 def test_miou_and_oiou_differ_when_object_sizes_differ():
@@ -61,7 +62,7 @@ def test_metric_from_masks():
 
 
 def test_edge_cases():
-    assert iou_value(0, 0) == 1.0  # both empty: perfect agreement
+    assert iou_from_counts(0, 0) == 1.0  # both empty: perfect agreement
     m = res_metrics([0], [0])
     assert m["mIoU"] == 100.0 and m["oIoU"] == 100.0 and m["precision"]["0.9"] == 100.0
     empty = res_metrics([], [])

@@ -11,22 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from epng.data.refer import (
-    BAD_SEGMENTATION,
-    MISSING_ANNOTATION,
-    MISSING_IMAGE,
-    ReferData,
-    available_pairs,
-    decode_segmentation,
-    load_refs_pickle,
-    refer_layout,
-)
+from epng.data.refer import ReferData
 from epng.data.refer_dataset import ReferDataset, collate_refer
-from epng.data.synth.refer import generate_refer, mask_polygons, polygons_to_mask
+from epng.data.refer_layout import refer_layout
+from epng.data.refer_pickle import load_refs_pickle
+from epng.data.segmentation import decode_segmentation
+from epng.data.skips import BAD_SEGMENTATION, MISSING_ANNOTATION, MISSING_IMAGE
+from epng.data.synth.refer import generate_refer, mask_polygons
 from epng.data.synth.scene import make_scene
 from epng.data.synth.writer import image_rng
 from epng.errors import ConfigError, DataError
-from epng.metrics.rle import encode_mask
+from epng.io.rle import encode_mask, polygons_to_mask
 
 N_IMAGES, SIZE, SEED = 6, 64, 3
 
@@ -142,12 +137,6 @@ def test_uncompressed_rle_and_degenerate_polygons():
     ):
         with pytest.raises(ValueError):
             decode_segmentation(bad, (3, 4))
-
-
-def test_available_pairs(refer_root):
-    found, missing = available_pairs(refer_root)
-    assert found == [("refcoco", "testA"), ("refcoco", "testB"), ("refcocog", "test")]
-    assert [(d, s) for d, s, _ in missing] == [("refcoco+", "testA"), ("refcoco+", "testB")]
 
 
 # --------------------------------------------------------------------------- bad input

@@ -10,7 +10,8 @@ import re
 import pytest
 
 from epng.cli.main import main
-from epng.data.refer import ReferData, load_refs_pickle
+from epng.data.refer import ReferData
+from epng.data.refer_pickle import load_refs_pickle
 from epng.data.synth.refer import generate_refer
 from epng.errors import ConfigError
 

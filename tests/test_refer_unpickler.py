@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from epng.data.refer import RestrictedUnpickler, load_refs_pickle, restricted_loads
+from epng.data.refer_pickle import RestrictedUnpickler, load_refs_pickle, restricted_loads
 from epng.errors import DataError
 
 

@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from epng.data.refer import DEFAULT_SPLIT_BY, STANDARD_PAIRS, resolve_names
+    from epng.data.refer_layout import DEFAULT_SPLIT_BY, STANDARD_PAIRS, resolve_names
     from epng.engine.res_eval import RESOptions, evaluate_pairs, format_res_table
     from epng.errors import ConfigError
 

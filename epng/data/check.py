@@ -1,176 +1,25 @@
-"""Check a PNG benchmark root (spec PNG_BENCHMARK.md section 1) and say exactly what is wrong.
+"""`epng check-data`: check a PNG benchmark root and say exactly what is wrong.
 
-The item-level checks (:func:`validate_items`, :func:`load_item_arrays`) are shared with
-``PNGDataset``; this module imports torch only when it decodes images.
-
-``check_data`` checks, for each split: the four required paths exist; the panoptic json loads; every narrative
-record parses (skip mode: counts by reason, one example message each); every referenced
-image file and panoptic PNG exists; with ``deep`` every referenced image and PNG
-decodes, sizes agree with the panoptic json, and every referenced segment id has pixels.
+The layout of a root is :class:`epng.data.layout.SplitLayout`. For each split,
+:func:`check_data` checks: the four required paths exist; the panoptic json loads; every
+narrative record parses (counted by reason, one example message each); every referenced
+image file and panoptic PNG exists; with ``deep`` every referenced image and PNG decodes,
+sizes agree with the panoptic json, and every referenced segment id has pixels (the item
+checks of :mod:`epng.data.items`, which ``PNGDataset`` uses too).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from epng.data.items import validate_items
 from epng.data.layout import SplitLayout, available_splits, split_layout
-from epng.data.panoptic import PanopticIndex, read_id_png, segment_pixel_counts
-from epng.data.png_format import Narrative, load_narratives
+from epng.data.panoptic import PanopticIndex
+from epng.data.png_format import load_narratives
+from epng.data.skips import NO_GROUNDED_PHRASE
 from epng.errors import DataError
-
-# Skip reasons of the image-level checks (record-level ones come from png_format._reason).
-MISSING_IMAGE = "missing image"
-MISSING_PNG = "missing panoptic PNG"
-CORRUPT_IMAGE = "corrupt image"
-CORRUPT_PNG = "corrupt panoptic PNG"
-SIZE_MISMATCH = "size mismatch"
-SEGMENT_WITHOUT_PIXELS = "segment id not in the PNG"
-NO_GROUNDED_PHRASE = "no grounded phrase"
-
-
-@dataclass
-class ItemProblem:
-    """A bad item found by :func:`validate_items`."""
-
-    narrative: int  # record index in the narratives json
-    image_id: int
-    reason: str
-    message: str
-    path: str = ""  # the file at fault
-
-
-def _where(layout: SplitLayout, narrative: Narrative) -> str:
-    return f"[narrative record {narrative.index} of {layout.narratives_json}, image {narrative.image_id}]"
-
-
-def image_path(layout: SplitLayout, panoptic: PanopticIndex, image_id: int) -> Path:
-    return layout.image_dir / panoptic.image(image_id).file_name
-
-
-def png_path(layout: SplitLayout, panoptic: PanopticIndex, image_id: int) -> Path:
-    """The panoptic PNG of an image: the ``file_name`` of its panoptic annotation (COCO
-    standard; ``<image_id:012d>.png`` in the real benchmark)."""
-    return layout.panoptic_dir / panoptic.image(image_id).png_name
-
-
-def load_item_arrays(layout: SplitLayout, panoptic: PanopticIndex, narrative: Narrative):
-    """Decode and check the image and id map of one narrative (what ``PNGDataset`` reads).
-
-    Returns ``(image, id_map)``: ``(3, h, w)`` uint8 tensor and ``(h, w)`` int64 array,
-    after checking that both have the size of the panoptic json and that every segment
-    id of every phrase has pixels. Raises :class:`DataError` naming the file and the
-    record, with attributes ``reason`` (one of the reasons above) and ``path``.
-    """
-    from epng.data.transforms import decode_image_file  # torch: only when decoding
-
-    info = panoptic.image(narrative.image_id)
-    where = _where(layout, narrative)
-    img_file, png_file = image_path(layout, panoptic, info.image_id), png_path(layout, panoptic, info.image_id)
-    try:
-        image = decode_image_file(img_file)
-    except DataError as err:
-        raise _reasoned(MISSING_IMAGE if not img_file.is_file() else CORRUPT_IMAGE, img_file, f"{err} {where}") from None
-    id_map = _load_id_map(png_file, where)
-    _check_sizes(info, img_file, tuple(image.shape[-2:]), png_file, id_map.shape, where)
-    _check_segments(narrative, id_map, png_file, where)
-    return image, id_map
-
-
-def _reasoned(reason: str, path: Path, message: str) -> DataError:
-    """A DataError that also carries the skip ``reason`` and the ``path`` at fault."""
-    err = DataError(message)
-    err.reason = reason  # type: ignore[attr-defined]
-    err.path = str(path)  # type: ignore[attr-defined]
-    return err
-
-
-def _load_id_map(path: Path, where: str) -> np.ndarray:
-    try:
-        return read_id_png(path)
-    except DataError as err:
-        raise _reasoned(MISSING_PNG if not path.is_file() else CORRUPT_PNG, path, f"{err} {where}") from None
-
-
-def _check_sizes(info, img_file: Path, img_hw, png_file: Path, png_hw, where: str) -> None:
-    expected = (info.height, info.width)
-    for path, what, hw in ((img_file, "image", img_hw), (png_file, "panoptic PNG", png_hw)):
-        if tuple(hw) != expected:
-            raise _reasoned(
-                SIZE_MISMATCH,
-                path,
-                f"{path}: {what} is {hw[0]}x{hw[1]} but the panoptic json says {expected[0]}x{expected[1]} {where}",
-            )
-
-
-def _check_segments(narrative: Narrative, id_map: np.ndarray, png_file: Path, where: str, counts=None) -> None:
-    if counts is None:
-        counts = segment_pixel_counts(id_map, {s for p in narrative.phrases for s in p.segment_ids})
-    for phrase in narrative.phrases:
-        absent = [s for s in phrase.segment_ids if counts.get(s, 0) == 0]
-        if absent:
-            raise _reasoned(
-                SEGMENT_WITHOUT_PIXELS,
-                png_file,
-                f"{png_file}: segment ids {absent} of segments[{phrase.chunk_index}] {phrase.text!r} "
-                f"have no pixel in the panoptic PNG {where}",
-            )
-
-
-def validate_items(
-    layout: SplitLayout,
-    panoptic: PanopticIndex,
-    narratives: Sequence[Narrative],
-    deep: bool = False,
-) -> list[ItemProblem]:
-    """Image-level checks of ``narratives`` (see the module docstring), one problem per bad
-    narrative. Files are checked once per image; ``deep`` decodes each image and PNG once."""
-    by_image: dict[int, list[Narrative]] = defaultdict(list)
-    for n in narratives:
-        by_image[n.image_id].append(n)
-    problems: list[ItemProblem] = []
-
-    def fail(group: Iterable[Narrative], reason: str, path: Path, message_of) -> None:
-        for n in group:
-            problems.append(ItemProblem(n.index, n.image_id, reason, message_of(n), str(path)))
-
-    for image_id, group in by_image.items():
-        info = panoptic.image(image_id)
-        img_file, png_file = image_path(layout, panoptic, image_id), png_path(layout, panoptic, image_id)
-        if not img_file.is_file():
-            fail(group, MISSING_IMAGE, img_file, lambda n: f"{img_file}: image file not found {_where(layout, n)}")
-            continue
-        if not png_file.is_file():
-            fail(group, MISSING_PNG, png_file, lambda n: f"{png_file}: panoptic PNG not found {_where(layout, n)}")
-            continue
-        if not deep:
-            continue
-        from epng.data.transforms import decode_image_file  # torch: only when decoding
-
-        try:
-            image_hw = tuple(decode_image_file(img_file).shape[-2:])
-        except DataError as err:
-            fail(group, CORRUPT_IMAGE, img_file, lambda n: f"{err} {_where(layout, n)}")
-            continue
-        try:
-            id_map = read_id_png(png_file)
-        except DataError as err:
-            fail(group, CORRUPT_PNG, png_file, lambda n: f"{err} {_where(layout, n)}")
-            continue
-        counts = segment_pixel_counts(id_map, {s for n in group for p in n.phrases for s in p.segment_ids})
-        for n in group:
-            try:
-                _check_sizes(info, img_file, image_hw, png_file, id_map.shape, _where(layout, n))
-                _check_segments(n, id_map, png_file, _where(layout, n), counts)
-            except DataError as err:
-                problems.append(ItemProblem(n.index, n.image_id, err.reason, str(err), err.path))  # type: ignore[attr-defined]
-    problems.sort(key=lambda p: p.narrative)
-    return problems
-
 
 # --------------------------------------------------------------------------- check-data
 
@@ -265,7 +114,9 @@ def _check_split(root: Path, split: str, deep: bool) -> SplitCheck:
     out = SplitCheck(split)
     missing = [p for p in layout.required_paths() if not p.exists()]
     wrong_kind = [
-        p for p in layout.required_paths() if p.exists() and p.is_dir() != (p in (layout.image_dir, layout.panoptic_dir))
+        p
+        for p in layout.required_paths()
+        if p.exists() and p.is_dir() != (p in (layout.image_dir, layout.panoptic_dir))
     ]
     if missing:
         out.issues.append(
@@ -273,7 +124,11 @@ def _check_split(root: Path, split: str, deep: bool) -> SplitCheck:
         )
     if wrong_kind:
         out.issues.append(
-            Issue(f"{len(wrong_kind)} path(s) of the wrong kind (folder vs file)", len(wrong_kind), [str(p) for p in wrong_kind])
+            Issue(
+                f"{len(wrong_kind)} path(s) of the wrong kind (folder vs file)",
+                len(wrong_kind),
+                [str(p) for p in wrong_kind],
+            )
         )
 
     panoptic = None
@@ -316,7 +171,12 @@ def _check_split(root: Path, split: str, deep: bool) -> SplitCheck:
     for reason, group in by_reason.items():
         files = list(dict.fromkeys(p.path for p in group))
         out.issues.append(
-            Issue(f"{reason}: {len(files)} file(s), {len(group)} narrative(s) affected", len(group), files, group[0].message)
+            Issue(
+                f"{reason}: {len(files)} file(s), {len(group)} narrative(s) affected",
+                len(group),
+                files,
+                group[0].message,
+            )
         )
     checked = "decoded and checked" if deep else "present"
     if not problems:
@@ -324,7 +184,7 @@ def _check_split(root: Path, split: str, deep: bool) -> SplitCheck:
     return out
 
 
-def _describe(path: Path, layout) -> str:
+def _describe(path: Path, layout: SplitLayout) -> str:
     kind = "folder" if path in (layout.image_dir, layout.panoptic_dir) else "file"
     hint = {
         layout.image_dir: "COCO 2017 images",
@@ -333,4 +193,3 @@ def _describe(path: Path, layout) -> str:
         layout.narratives_json: "PNG narratives, from the PNG project page",
     }[path]
     return f"{path} ({kind}: {hint})"
-

@@ -34,24 +34,24 @@ listed in ``meta["truncated_phrase_indices"]`` and counted in the report.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from epng.data.check import NO_GROUNDED_PHRASE, load_item_arrays, validate_items
+from epng.data.inputs import batch_text_inputs
+from epng.data.items import load_item_arrays, validate_items
 from epng.data.layout import split_layout
-from epng.data.panoptic import PanopticIndex, phrase_gt_mask
-from epng.data.png_format import ErrorMode, LoadReport, Narrative, load_narratives
+from epng.data.options import ERROR_MODES, VALIDATE_MODES, ErrorMode, ResizeMode, ValidateMode, check_option
+from epng.data.panoptic import PanopticIndex, phrase_masks
+from epng.data.png_format import Narrative, load_narratives
+from epng.data.skips import BAD_ITEM, NO_GROUNDED_PHRASE, SkipReport
 from epng.data.tokenization import DEFAULT_MAX_LENGTH, align_phrases, require_fast_tokenizer
-from epng.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeMode, ResizeNormalize
-from epng.errors import ConfigError, DataError
-
-ValidateMode = Literal["files", "deep"]
+from epng.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeNormalize
+from epng.errors import BadItemError, DataError
 
 # --------------------------------------------------------------------------- records
 
@@ -87,30 +87,22 @@ class SkippedSample:
 
 
 @dataclass
-class DataReport:
+class DataReport(SkipReport):
     """Counts of one dataset: records, usable narratives, skips by reason (one example
-    message each) and phrases lost to the encoder's ``max_length``."""
+    message each) and phrases lost to the encoder's ``max_length``. Records without a
+    grounded phrase are counted in ``skipped`` but are no skip (``n_skipped`` leaves them out)."""
+
+    not_skips: ClassVar[frozenset[str]] = frozenset({NO_GROUNDED_PHRASE})
 
     split: str = ""
     n_records: int = 0
     n_narratives: int = 0
     n_phrases: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
     n_truncated_phrases: int = 0
     n_truncated_narratives: int = 0
     n_partial_phrases: int = 0  # phrases that kept only some of their word pieces
     n_empty_phrases: int = 0  # phrases whose span holds nothing the tokenizer keeps
     truncated_example: str = ""
-
-    def add(self, reason: str, message: str, n: int = 1) -> None:
-        self.skipped[reason] += n
-        self.examples.setdefault(reason, message)
-
-    @property
-    def n_skipped(self) -> int:
-        """Skipped records, *not* counting narratives that simply have no grounded phrase."""
-        return sum(n for r, n in self.skipped.items() if r != NO_GROUNDED_PHRASE)
 
     def summary(self) -> str:
         lines = [
@@ -119,9 +111,7 @@ class DataReport:
         ]
         if self.skipped.get(NO_GROUNDED_PHRASE):
             lines.append(f"  {self.skipped[NO_GROUNDED_PHRASE]} records without a grounded phrase (not evaluated)")
-        for reason, n in self.skipped.most_common():
-            if reason != NO_GROUNDED_PHRASE:
-                lines.append(f"  skipped {n} ({reason}), e.g. {self.examples.get(reason, '')}")
+        lines += self.skip_lines()
         if self.n_truncated_phrases or self.n_partial_phrases or self.n_empty_phrases:
             lines.append(
                 f"  {self.n_truncated_phrases} phrases in {self.n_truncated_narratives} narratives lost to max_length "
@@ -129,38 +119,6 @@ class DataReport:
                 + (f"; e.g. {self.truncated_example}" if self.truncated_example else "")
             )
         return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def gt_phrase_masks(narrative: Narrative, id_map: np.ndarray) -> np.ndarray:
-    """Ground truth of every grounded phrase of ``narrative`` (in ``phrase_index`` order) at
-    the id map's resolution (the original one, for scoring): ``(P, h, w)`` bool."""
-    id_map = np.asarray(id_map)
-    if not narrative.phrases:
-        return np.zeros((0, *id_map.shape), dtype=bool)
-    return np.stack([phrase_gt_mask(id_map, p.segment_ids) for p in narrative.phrases])
-
-
-def phrase_masks_from_id_map(id_map: torch.Tensor, segment_sets: Sequence[Sequence[int]]) -> torch.Tensor:
-    """``(P, H, W)`` bool: pixel belongs to one of phrase p's segment ids (an ``isin`` per
-    phrase, done as one sorted lookup of the map plus a membership table)."""
-    h, w = id_map.shape
-    n = len(segment_sets)
-    if n == 0:
-        return torch.zeros((0, h, w), dtype=torch.bool)
-    flat = id_map.reshape(-1).long()
-    uniq = torch.tensor(sorted({int(s) for seg in segment_sets for s in seg}), dtype=torch.long)
-    if uniq.numel() == 0:
-        return torch.zeros((n, h, w), dtype=torch.bool)
-    pos = torch.searchsorted(uniq, flat).clamp_(max=uniq.numel() - 1)
-    pos[uniq[pos] != flat] = uniq.numel()  # the last column: "no phrase segment"
-    member = torch.zeros((n, uniq.numel() + 1), dtype=torch.bool)
-    for p, seg in enumerate(segment_sets):
-        if len(seg):
-            member[p, torch.searchsorted(uniq, torch.tensor([int(s) for s in seg], dtype=torch.long))] = True
-    return member[:, pos].view(n, h, w)
 
 
 # --------------------------------------------------------------------------- dataset
@@ -199,10 +157,8 @@ class PNGDataset(torch.utils.data.Dataset):
         validate: ValidateMode = "files",
         max_narratives: int | None = None,
     ):
-        if mode not in ("strict", "skip"):
-            raise ConfigError(f"mode must be 'strict' or 'skip', got {mode!r}")
-        if validate not in ("files", "deep"):
-            raise ConfigError(f"validate must be 'files' or 'deep', got {validate!r}")
+        check_option("mode", mode, ERROR_MODES)
+        check_option("validate", validate, VALIDATE_MODES)
         require_fast_tokenizer(tokenizer)
         self.layout = split_layout(root, split)
         self.mode = mode
@@ -212,13 +168,15 @@ class PNGDataset(torch.utils.data.Dataset):
 
         for path in (self.layout.image_dir, self.layout.panoptic_dir):
             if not path.is_dir():
-                raise DataError(f"{path}: folder not found (run `epng check-data --data-root {root}` for the full list)")
+                raise DataError(
+                    f"{path}: folder not found (run `epng check-data --data-root {root}` for the full list)"
+                )
         self.panoptic = PanopticIndex(self.layout.panoptic_json)
         narratives, load_report = load_narratives(self.layout.narratives_json, self.panoptic, mode)
         if max_narratives is not None:
             narratives = narratives[:max_narratives]  # a prefix, e.g. for quick periodic validation
         self._report = DataReport(split=split, n_records=load_report.n_records)
-        _merge_load_report(self._report, load_report)
+        self._report.merge(load_report)
 
         problems = validate_items(self.layout, self.panoptic, narratives, deep=(validate == "deep"))
         if problems and mode == "strict":
@@ -248,9 +206,10 @@ class PNGDataset(torch.utils.data.Dataset):
             rep.n_empty_phrases += len(alignment.empty)
             rep.n_truncated_narratives += bool(alignment.truncated)
             if alignment.truncated and not rep.truncated_example:
+                lost_indices = [narrative.phrases[k].phrase_index for k in alignment.truncated]
                 rep.truncated_example = (
                     f"record {narrative.index} (image {narrative.image_id}) loses phrases "
-                    f"{[narrative.phrases[k].phrase_index for k in alignment.truncated]} beyond {self.max_length} word pieces"
+                    f"{lost_indices} beyond {self.max_length} word pieces"
                 )
         rep.n_partial_phrases += len(alignment.partial)
         return _Encoded(
@@ -273,8 +232,8 @@ class PNGDataset(torch.utils.data.Dataset):
         except DataError as err:
             if self.mode == "strict":
                 raise
-            return SkippedSample(narrative.index, narrative.image_id, getattr(err, "reason", "bad item"), str(err),
-                                 self.transform.size)
+            reason = err.reason if isinstance(err, BadItemError) else BAD_ITEM
+            return SkippedSample(narrative.index, narrative.image_id, reason, str(err), self.transform.size)
         orig_size = (int(image.shape[-2]), int(image.shape[-1]))
         x, ids, valid = self.transform(image, torch.from_numpy(id_map))
         enc = self._encoded[i]
@@ -286,7 +245,9 @@ class PNGDataset(torch.utils.data.Dataset):
             image=x,
             id_map=ids.to(torch.int32),  # ids < 256**3 fit exactly
             input_ids=torch.from_numpy(enc.input_ids.astype(np.int64)),
-            phrase_tokens=[tokens[enc.piece_offsets[k] : enc.piece_offsets[k + 1]] for k in range(len(enc.phrase_indices))],
+            phrase_tokens=[
+                tokens[enc.piece_offsets[k] : enc.piece_offsets[k + 1]] for k in range(len(enc.phrase_indices))
+            ],
             phrase_segments=[by_index[k].segment_ids for k in enc.phrase_indices],
             phrase_indices=list(enc.phrase_indices),
             truncated_phrase_indices=list(enc.truncated),
@@ -308,26 +269,10 @@ class PNGDataset(torch.utils.data.Dataset):
     def report(self) -> DataReport:
         """Records, skips by reason (construction-time ones, plus lazy ones passed to
         :meth:`note_skipped`) and the truncated-phrase counts."""
-        rep = DataReport(**{k: getattr(self._report, k) for k in self._report.__dataclass_fields__})
-        rep.skipped = Counter(self._report.skipped)
-        rep.examples = dict(self._report.examples)
-        return rep
-
-
-def _merge_load_report(report: DataReport, load_report: LoadReport) -> None:
-    for reason, n in load_report.skipped.items():
-        report.add(reason, load_report.examples.get(reason, ""), n)
+        return self._report.copy()
 
 
 # --------------------------------------------------------------------------- collate
-
-
-MODEL_INPUT_KEYS = ("images", "input_ids", "attention_mask", "phrase_token_mask", "phrase_mask")
-
-
-def model_inputs(batch: dict, device: torch.device | str | None = None) -> tuple[torch.Tensor, ...]:
-    """The tensors of a `collate_png` batch that `EPNG.forward` takes, in its order (optionally moved)."""
-    return tuple(batch[k] if device is None else batch[k].to(device, non_blocking=True) for k in MODEL_INPUT_KEYS)
 
 
 def collate_png(samples: Sequence[PNGSample | SkippedSample | None]) -> dict:
@@ -351,27 +296,17 @@ def collate_png(samples: Sequence[PNGSample | SkippedSample | None]) -> dict:
     else:
         h, w = next((tuple(s.input_size) for s in skipped if isinstance(s, SkippedSample)), (0, 0))
     b = len(kept)
-    t = max((int(s.input_ids.numel()) for s in kept), default=0)
-    p = max([1] + [len(s.phrase_tokens) for s in kept])
-
+    pad_token_id = kept[0].pad_token_id if kept else 0
+    text = batch_text_inputs([s.input_ids for s in kept], [s.phrase_tokens for s in kept], pad_token_id)
+    p = text.phrase_mask.shape[1]
     images = torch.zeros((b, 3, h, w), dtype=torch.float32)
-    input_ids = torch.zeros((b, t), dtype=torch.long)
-    attention_mask = torch.zeros((b, t), dtype=torch.long)
-    phrase_token_mask = torch.zeros((b, p, t), dtype=torch.bool)
-    phrase_mask = torch.zeros((b, p), dtype=torch.bool)
     gt_masks = torch.zeros((b, p, h, w), dtype=torch.bool)
     meta = []
     for i, s in enumerate(kept):
-        n_tok, n_ph = int(s.input_ids.numel()), len(s.phrase_tokens)
+        n_ph = len(s.phrase_tokens)
         images[i] = s.image
-        input_ids[i].fill_(s.pad_token_id)
-        input_ids[i, :n_tok] = s.input_ids
-        attention_mask[i, :n_tok] = 1
-        for k, tokens in enumerate(s.phrase_tokens):
-            phrase_token_mask[i, k, tokens] = True
-        phrase_mask[i, :n_ph] = True
         if n_ph:
-            gt_masks[i, :n_ph] = phrase_masks_from_id_map(s.id_map, s.phrase_segments)
+            gt_masks[i, :n_ph] = torch.from_numpy(phrase_masks(s.id_map.numpy(), s.phrase_segments))
         meta.append(
             {
                 "narrative": s.narrative,
@@ -384,10 +319,7 @@ def collate_png(samples: Sequence[PNGSample | SkippedSample | None]) -> dict:
         )
     return {
         "images": images,
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "phrase_token_mask": phrase_token_mask,
-        "phrase_mask": phrase_mask,
+        **text._asdict(),
         "gt_masks": gt_masks,
         "meta": meta,
         "n_skipped": n_skipped,

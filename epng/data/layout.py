@@ -1,4 +1,12 @@
-"""Where the files of a PNG benchmark root live (spec PNG_BENCHMARK.md section 1)."""
+"""Where the files of a PNG benchmark root live.
+
+For a split such as ``val2017``::
+
+    <root>/images/<split>/                              COCO images
+    <root>/annotations/png_coco_<split>.json            the narratives
+    <root>/annotations/panoptic_<split>.json            COCO panoptic annotations
+    <root>/annotations/panoptic_segmentation/<split>/   COCO panoptic PNGs
+"""
 
 from __future__ import annotations
 

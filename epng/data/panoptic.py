@@ -1,61 +1,56 @@
-"""COCO panoptic annotations: the json index and the id-encoded PNGs (spec section 3)."""
+"""COCO panoptic annotations: the json index of images and segments, and what an id map says about segments.
+
+The panoptic json lists ``images`` (id, file name, size), ``categories`` (with
+``isthing``) and one ``annotations`` entry per image: the file name of its panoptic PNG
+and its ``segments_info`` (segment id -> category id).
+"""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from epng.errors import DataError
+from epng.io.json_file import load_json
 
 
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H, W) int64 segment ids, id = R + 256*G + 256^2*B (0 = void)."""
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+def _lookup(wanted: np.ndarray, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each pixel id of ``flat``: its position in the sorted unique ``wanted`` and whether it is there."""
+    pos = np.searchsorted(wanted, flat)
+    np.minimum(pos, wanted.size - 1, out=pos)
+    return pos, wanted[pos] == flat
 
 
-def id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """(H, W) integer segment ids -> (H, W, 3) uint8, the inverse of :func:`rgb_to_id`."""
-    ids = ids.astype(np.int64)
-    if ids.min(initial=0) < 0 or ids.max(initial=0) >= 256**3:
-        raise ValueError("segment ids must lie in [0, 256**3)")
-    return np.stack([ids % 256, ids // 256 % 256, ids // 256**2], axis=-1).astype(np.uint8)
+def phrase_masks(id_map: np.ndarray, segment_sets: Sequence[Iterable[int]]) -> np.ndarray:
+    """``(P, h, w)`` bool: mask ``p`` is the union of the pixels of the segment ids in ``segment_sets[p]``.
+
+    This is the ground truth of a grounded phrase, at the id map's resolution. Void (0) is
+    background unless listed; an id that is absent gives no pixel, an empty set an empty
+    mask. One sorted lookup of the map serves all phrases.
+    """
+    ids = np.asarray(id_map)
+    h, w = ids.shape
+    sets = [np.asarray(list(s), dtype=np.int64) for s in segment_sets]
+    wanted = np.unique(np.concatenate(sets)) if sets else np.zeros(0, dtype=np.int64)
+    if wanted.size == 0:
+        return np.zeros((len(sets), h, w), dtype=bool)
+    pos, hit = _lookup(wanted, ids.reshape(-1).astype(np.int64, copy=False))
+    pos[~hit] = wanted.size  # the last column: "none of the listed segments"
+    member = np.zeros((len(sets), wanted.size + 1), dtype=bool)
+    for p, segments in enumerate(sets):
+        member[p, np.searchsorted(wanted, segments)] = True
+    return member[:, pos].reshape(len(sets), h, w)
 
 
-def read_id_png(path: Path) -> np.ndarray:
-    """Decode a panoptic PNG into an (H, W) int64 segment-id map."""
-    try:
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: panoptic PNG not found") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{path}: unreadable panoptic PNG ({err})") from None
-    if rgb.ndim != 3 or rgb.shape[-1] != 3:
-        raise DataError(f"{path}: panoptic PNG decoded to an unexpected shape {rgb.shape}")
-    return rgb_to_id(rgb)
-
-
-def phrase_gt_mask(id_map: np.ndarray, segment_ids) -> np.ndarray:
-    """Ground truth of one phrase: ``(h, w)`` bool, the union of the pixels of its segments
-    (spec section 4). Void (0) is background; an id that is absent gives no pixel."""
-    ids = np.asarray(list(segment_ids), dtype=np.int64)
-    return np.isin(np.asarray(id_map), ids)
-
-
-def segment_pixel_counts(id_map: np.ndarray, segment_ids) -> dict[int, int]:
+def segment_pixel_counts(id_map: np.ndarray, segment_ids: Iterable[int]) -> dict[int, int]:
     """Number of pixels of each of ``segment_ids`` in ``id_map`` (0 for an absent id)."""
     wanted = np.unique(np.asarray(list(segment_ids), dtype=np.int64))
     if wanted.size == 0:
         return {}
-    flat = np.asarray(id_map).reshape(-1)
-    pos = np.searchsorted(wanted, flat)
-    np.minimum(pos, wanted.size - 1, out=pos)
-    hit = wanted[pos] == flat
+    pos, hit = _lookup(wanted, np.asarray(id_map).reshape(-1))
     counts = np.bincount(pos[hit], minlength=wanted.size)
     return {int(s): int(c) for s, c in zip(wanted, counts)}
 
@@ -118,13 +113,3 @@ class PanopticIndex:
     def is_thing(self, image_id: int, segment_id: int) -> bool:
         category = self.image(image_id).segment_category[segment_id]
         return bool(self.categories[category]["isthing"])
-
-
-def load_json(path: Path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: invalid JSON ({err})") from None

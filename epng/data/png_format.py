@@ -1,21 +1,32 @@
 """The PNG narratives format (``png_coco_<split>.json``) and grounded noun phrases.
 
-Spec PNG_BENCHMARK.md sections 2 and 4: every chunk ("utterance") is located in
-the caption by its character span, and every chunk with ``noun == true`` and a
-non-empty ``segment_ids`` becomes a :class:`GroundedPhrase`.
+The file is a JSON list of records ``{image_id, caption, segments: [{utterance,
+segment_ids, noun, plural}, ...]}``; the utterances ("chunks") cover the caption in
+order. Every chunk is located in the caption by its character span, and every chunk
+with ``noun == true`` and a non-empty ``segment_ids`` becomes a :class:`GroundedPhrase`,
+whose ground truth is the union of its segments. A record without a grounded phrase has
+nothing to evaluate and is left out.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from epng.data.panoptic import PanopticIndex, load_json
-from epng.errors import DataError
-
-ErrorMode = Literal["strict", "skip"]
+from epng.data.options import ErrorMode
+from epng.data.panoptic import PanopticIndex
+from epng.data.skips import (
+    EMPTY_CAPTION,
+    MALFORMED_RECORD,
+    MISSING_FIELD,
+    NO_GROUNDED_PHRASE,
+    NO_PANOPTIC_ANNOTATION,
+    NOT_IN_CAPTION,
+    UNKNOWN_SEGMENT_IDS,
+    SkipReport,
+)
+from epng.errors import BadItemError, DataError
+from epng.io.json_file import load_json
 
 
 @dataclass(frozen=True)
@@ -42,26 +53,11 @@ class Narrative:
 
 
 @dataclass
-class LoadReport:
-    """Records skipped in ``skip`` mode, counted by reason, with one example message each."""
+class LoadReport(SkipReport):
+    """The records of a narratives file, and those left out (by reason, records without a
+    grounded phrase included)."""
 
     n_records: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
-
-    def add(self, reason: str, message: str) -> None:
-        self.skipped[reason] += 1
-        self.examples.setdefault(reason, message)
-
-    @property
-    def n_skipped(self) -> int:
-        return sum(self.skipped.values())
-
-    def summary(self) -> str:
-        if not self.skipped:
-            return f"{self.n_records} records, none skipped"
-        parts = ", ".join(f"{reason}: {n}" for reason, n in self.skipped.most_common())
-        return f"{self.n_records} records, {self.n_skipped} skipped ({parts})"
 
 
 def locate_utterances(caption: str, utterances: list[str]) -> list[tuple[int, int]]:
@@ -100,36 +96,41 @@ def locate_utterances(caption: str, utterances: list[str]) -> list[tuple[int, in
 
 
 def parse_record(index: int, record: object, panoptic: PanopticIndex, source: Path) -> Narrative:
-    """Validate one json record and build its grounded phrases. Raises DataError naming the record."""
+    """Validate one json record and build its grounded phrases.
+
+    Raises :class:`BadItemError` naming the file and the record, with the skip reason.
+    """
     where = f"{source}: record {index}"
     if not isinstance(record, dict):
-        raise DataError(f"{where}: expected an object, got {type(record).__name__}")
+        raise BadItemError(f"{where}: expected an object, got {type(record).__name__}", MALFORMED_RECORD)
     try:
         image_id = int(record["image_id"])
         caption = record["caption"]
         chunks = record["segments"]
     except KeyError as err:
-        raise DataError(f"{where}: missing field {err}") from None
+        raise BadItemError(f"{where}: missing field {err}", MISSING_FIELD) from None
     except (TypeError, ValueError):
-        raise DataError(f"{where}: image_id {record.get('image_id')!r} is not an integer") from None
+        message = f"{where}: image_id {record.get('image_id')!r} is not an integer"
+        raise BadItemError(message, MALFORMED_RECORD) from None
     where = f"{where} (image {image_id})"
     if not isinstance(caption, str) or not caption.strip():
-        raise DataError(f"{where}: empty caption")
+        raise BadItemError(f"{where}: empty caption", EMPTY_CAPTION)
     if not isinstance(chunks, list):
-        raise DataError(f"{where}: 'segments' must be a list")
+        raise BadItemError(f"{where}: 'segments' must be a list", MALFORMED_RECORD)
     for k, chunk in enumerate(chunks):
         if not isinstance(chunk, dict) or not isinstance(chunk.get("utterance"), str):
-            raise DataError(f"{where}: segments[{k}] has no string 'utterance'")
+            raise BadItemError(f"{where}: segments[{k}] has no string 'utterance'", MALFORMED_RECORD)
         if not isinstance(chunk.get("segment_ids", []), list):
-            raise DataError(f"{where}: segments[{k}].segment_ids must be a list")
+            raise BadItemError(f"{where}: segments[{k}].segment_ids must be a list", MALFORMED_RECORD)
     try:
         spans = locate_utterances(caption, [c["utterance"] for c in chunks])
     except ValueError as err:
-        raise DataError(f"{where}: {err}") from None
+        raise BadItemError(f"{where}: {err}", NOT_IN_CAPTION) from None
 
     image = panoptic.images.get(image_id)
     if image is None:
-        raise DataError(f"{where}: image {image_id} has no panoptic annotation in {panoptic.path}")
+        message = f"{where}: image {image_id} has no panoptic annotation in {panoptic.path}"
+        raise BadItemError(message, NO_PANOPTIC_ANNOTATION)
     phrases: list[GroundedPhrase] = []
     for k, (chunk, span) in enumerate(zip(chunks, spans)):
         if not chunk.get("noun") or not chunk.get("segment_ids"):
@@ -137,10 +138,15 @@ def parse_record(index: int, record: object, panoptic: PanopticIndex, source: Pa
         try:
             segment_ids = tuple(int(s) for s in chunk["segment_ids"])
         except (TypeError, ValueError):
-            raise DataError(f"{where}: segments[{k}] has a non-integer segment id {chunk['segment_ids']!r}") from None
+            message = f"{where}: segments[{k}] has a non-integer segment id {chunk['segment_ids']!r}"
+            raise BadItemError(message, MALFORMED_RECORD) from None
         missing = [s for s in segment_ids if s not in image.segment_category]
         if missing:
-            raise DataError(f"{where}: segments[{k}] {chunk['utterance']!r} uses segment ids {missing} that are not in {panoptic.path}")
+            message = (
+                f"{where}: segments[{k}] {chunk['utterance']!r} uses segment ids {missing} "
+                f"that are not in {panoptic.path}"
+            )
+            raise BadItemError(message, UNKNOWN_SEGMENT_IDS)
         phrases.append(
             GroundedPhrase(
                 phrase_index=len(phrases),
@@ -158,7 +164,7 @@ def parse_record(index: int, record: object, panoptic: PanopticIndex, source: Pa
 def load_narratives(
     json_path: str | Path, panoptic: PanopticIndex, mode: ErrorMode = "strict"
 ) -> tuple[list[Narrative], LoadReport]:
-    """Parse ``png_coco_<split>.json``. Narratives without a grounded phrase are left out (spec 4).
+    """Parse ``png_coco_<split>.json``. Narratives without a grounded phrase are left out (and counted).
 
     ``mode="strict"`` raises :class:`DataError` on the first bad record; ``"skip"``
     leaves it out and counts it in the returned :class:`LoadReport`.
@@ -172,21 +178,13 @@ def load_narratives(
     for index, record in enumerate(data):
         try:
             narrative = parse_record(index, record, panoptic, path)
-        except DataError as err:
+        except BadItemError as err:
             if mode == "strict":
                 raise
-            report.add(_reason(str(err)), str(err))
+            report.add(err.reason, str(err))
             continue
         if narrative.phrases:
             narratives.append(narrative)
         else:
-            report.add("no grounded phrase", f"{path}: record {index} has no grounded noun phrase")
+            report.add(NO_GROUNDED_PHRASE, f"{path}: record {index} has no grounded noun phrase")
     return narratives, report
-
-
-def _reason(message: str) -> str:
-    """A short category for a DataError message, for the skip counts."""
-    for reason in ("not found in the caption", "empty caption", "segment ids", "no panoptic annotation", "missing field"):
-        if reason in message:
-            return reason
-    return "malformed record"

@@ -1,4 +1,4 @@
-"""RES samples (RefCOCO / RefCOCO+ / RefCOCOg) in the PNG batch contract of docs/DESIGN.md.
+"""RES samples (RefCOCO / RefCOCO+ / RefCOCOg) in the PNG batch contract (:func:`epng.data.dataset.collate_png`).
 
 One item = one referring expression; the whole expression is the only phrase (its span
 is the whole sentence, so the phrase feature is the mean of all its word pieces), and
@@ -18,7 +18,6 @@ image, a size that disagrees with ``instances.json``, an empty mask) into
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,20 +25,13 @@ import numpy as np
 import torch
 
 from epng.data.dataset import PNGSample, SkippedSample, collate_png
-from epng.data.png_format import ErrorMode
-from epng.data.refer import (
-    BAD_SEGMENTATION,
-    CORRUPT_IMAGE,
-    EMPTY_EXPRESSION,
-    EMPTY_MASK,
-    SIZE_MISMATCH,
-    Expression,
-    ReferData,
-    ReferReport,
-)
+from epng.data.options import ERROR_MODES, ErrorMode, ResizeMode, check_option
+from epng.data.refer import Expression, ReferData, ReferReport
+from epng.data.skips import BAD_SEGMENTATION, CORRUPT_IMAGE, EMPTY_EXPRESSION, EMPTY_MASK, SIZE_MISMATCH
 from epng.data.tokenization import DEFAULT_MAX_LENGTH, align_phrases, require_fast_tokenizer
-from epng.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeMode, ResizeNormalize, decode_image_file
-from epng.errors import ConfigError, DataError
+from epng.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeNormalize
+from epng.errors import BadItemError, DataError
+from epng.io.images import decode_image_file
 
 #: batches RES samples exactly like PNG samples
 collate_refer = collate_png
@@ -68,8 +60,7 @@ class ReferDataset(torch.utils.data.Dataset):
         max_length: int = DEFAULT_MAX_LENGTH,
         mode: ErrorMode = "strict",
     ):
-        if mode not in ("strict", "skip"):
-            raise ConfigError(f"mode must be 'strict' or 'skip', got {mode!r}")
+        check_option("mode", mode, ERROR_MODES)
         require_fast_tokenizer(tokenizer)
         self.refer = refer
         self.split = split
@@ -88,7 +79,7 @@ class ReferDataset(torch.utils.data.Dataset):
                 where = f"[ref {e.ref_id}, sentence {e.sent_id} of {refer.layout.refs_file}]"
                 message = f"{where}: {e.text!r} has no word piece"
                 if mode == "strict":
-                    raise DataError(message)
+                    raise BadItemError(message, EMPTY_EXPRESSION)
                 self._report.add(EMPTY_EXPRESSION, message)
                 continue
             self.n_partial += bool(alignment.partial)
@@ -96,14 +87,23 @@ class ReferDataset(torch.utils.data.Dataset):
             self._input_ids.append(np.asarray(alignment.input_ids, dtype=np.int32))
             self._pieces.append(np.asarray(pieces, dtype=np.int32))
         if not kept:
-            raise DataError(f"{refer.layout.refs_file}: no usable expression in split {split!r}\n"
-                            f"{self._report.summary()}")
+            raise DataError(
+                f"{refer.layout.refs_file}: no usable expression in split {split!r}\n{self._report.summary()}"
+            )
         self.expressions = kept
         self._report.n_expressions = len(kept)
 
     @classmethod
-    def from_root(cls, root: str | Path, dataset: str, split: str, tokenizer, split_by: str | None = None,
-                  image_dir: str | Path | None = None, **kwargs) -> ReferDataset:
+    def from_root(
+        cls,
+        root: str | Path,
+        dataset: str,
+        split: str,
+        tokenizer,
+        split_by: str | None = None,
+        image_dir: str | Path | None = None,
+        **kwargs,
+    ) -> ReferDataset:
         """Load ``<root>/<dataset>`` (:meth:`ReferData.load`) and build the dataset of ``split``."""
         return cls(ReferData.load(root, dataset, split_by, image_dir), split, tokenizer, **kwargs)
 
@@ -119,7 +119,7 @@ class ReferDataset(torch.utils.data.Dataset):
 
     def _skip(self, e: Expression, reason: str, message: str) -> SkippedSample:
         if self.mode == "strict":
-            raise DataError(message)
+            raise BadItemError(message, reason)
         return SkippedSample(e.index, e.image_id, reason, message, self.transform.size)
 
     def __getitem__(self, i: int) -> PNGSample | SkippedSample:
@@ -133,15 +133,22 @@ class ReferDataset(torch.utils.data.Dataset):
         orig_size = (int(image.shape[-2]), int(image.shape[-1]))
         expected = self.refer.image_size(e.image_id)
         if orig_size != tuple(expected):
-            return self._skip(e, SIZE_MISMATCH, f"{path}: image is {orig_size[0]}x{orig_size[1]} but "
-                                                f"instances.json says {expected[0]}x{expected[1]} {where}")
+            return self._skip(
+                e,
+                SIZE_MISMATCH,
+                f"{path}: image is {orig_size[0]}x{orig_size[1]} but "
+                f"instances.json says {expected[0]}x{expected[1]} {where}",
+            )
         try:
             mask = self.refer.mask(e.ann_id)
         except DataError as err:
             return self._skip(e, BAD_SEGMENTATION, f"{err} {where}")
         if not mask.any():
-            return self._skip(e, EMPTY_MASK, f"{self.refer.layout.instances_file}: annotation {e.ann_id} "
-                                             f"decodes to an empty mask {where}")
+            return self._skip(
+                e,
+                EMPTY_MASK,
+                f"{self.refer.layout.instances_file}: annotation {e.ann_id} decodes to an empty mask {where}",
+            )
         x, ids, valid = self.transform(image, torch.from_numpy(mask.astype(np.int32)))
         return PNGSample(
             narrative=e.index,
@@ -166,7 +173,6 @@ class ReferDataset(torch.utils.data.Dataset):
             self._report.add(s["reason"], s["message"])
 
     def report(self) -> ReferReport:
-        rep = ReferReport(**{k: getattr(self._report, k) for k in self._report.__dataclass_fields__})
-        rep.skipped = Counter(self._report.skipped)
-        rep.examples = dict(self._report.examples)
-        return rep
+        """Refs, expressions and skips by reason (construction-time ones, plus lazy ones passed
+        to :meth:`note_skipped`)."""
+        return self._report.copy()

@@ -1,4 +1,4 @@
-"""Word-piece alignment of grounded phrases (spec PNG_BENCHMARK.md section 6, first point).
+"""Word-piece alignment of grounded phrases: each phrase gets exactly the word pieces of its own words.
 
 Phrases are located in the caption by character span (``png_format.locate_utterances``);
 here each span is mapped to the word pieces whose character offsets overlap it, using
@@ -54,11 +54,7 @@ def _pieces_overlapping(offsets: Sequence[tuple[int, int]], special: Sequence[in
     start, end = span
     if end <= start:
         return []
-    return [
-        t
-        for t, ((s, e), sp) in enumerate(zip(offsets, special))
-        if not sp and e > s and s < end and e > start
-    ]
+    return [t for t, ((s, e), sp) in enumerate(zip(offsets, special)) if not sp and e > s and s < end and e > start]
 
 
 def align_phrases(

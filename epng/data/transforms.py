@@ -1,6 +1,6 @@
-"""Image decoding, resizing and normalisation, applied identically to image and id map.
+"""Resizing and normalisation of a decoded image, applied identically to its id map.
 
-Two resize modes:
+Two resize modes (:data:`epng.data.options.ResizeMode`):
 
 * ``"square"`` (the paper): stretch the image to exactly ``H x W`` (e.g. 640 x 640);
   the whole input is valid.
@@ -18,87 +18,42 @@ Normalisation statistics are passed in (the backbone's own); ImageNet's are the 
 
 from __future__ import annotations
 
-import re
-import warnings
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from torchvision.io import ImageReadMode, decode_image, read_file
 
-from epng.errors import ConfigError, DataError
+from epng.data.options import RESIZE_MODES, ResizeMode, check_option
+from epng.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-ResizeMode = Literal["square", "letterbox"]
-RESIZE_MODES = ("square", "letterbox")
 
 
 def as_hw(size: int | Sequence[int]) -> tuple[int, int]:
     """``S`` or ``(H, W)`` -> ``(H, W)``, validated."""
     if isinstance(size, (int, np.integer)):
-        hw = (int(size), int(size))
+        h = w = int(size)
     else:
-        hw = tuple(int(s) for s in size)
-        if len(hw) != 2:
+        values = tuple(int(s) for s in size)
+        if len(values) != 2:
             raise ConfigError(f"image size must be S or (H, W), got {size!r}")
-    if min(hw) < 1:
+        h, w = values
+    if min(h, w) < 1:
         raise ConfigError(f"image size must be positive, got {size!r}")
-    return hw  # type: ignore[return-value]
-
-
-def check_resize_mode(mode: str) -> None:
-    if mode not in RESIZE_MODES:
-        raise ConfigError(f"resize must be one of {RESIZE_MODES}, got {mode!r}")
+    return h, w
 
 
 def valid_size(orig_hw: Sequence[int], size: int | Sequence[int], mode: ResizeMode = "square") -> tuple[int, int]:
     """``(h', w')`` that an ``orig_hw`` image occupies in the ``size`` input under ``mode``."""
-    check_resize_mode(mode)
+    check_option("resize", mode, RESIZE_MODES)
     out_h, out_w = as_hw(size)
     h, w = int(orig_hw[0]), int(orig_hw[1])
     if mode == "square":
         return out_h, out_w
     scale = min(out_h / h, out_w / w)
     return min(out_h, max(1, round(h * scale))), min(out_w, max(1, round(w * scale)))
-
-
-def decode_image_file(path: str | Path) -> torch.Tensor:
-    """Decode a JPEG/PNG file into a ``(3, h, w)`` uint8 RGB tensor (gray is expanded).
-
-    Raises :class:`DataError` naming the file when it is missing or cannot be decoded.
-    EXIF orientation is not applied: annotations refer to the stored pixel grid.
-    """
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            data = read_file(str(path))
-    except (FileNotFoundError, RuntimeError) as err:
-        if not path.is_file():
-            raise DataError(f"{path}: image file not found") from None
-        raise DataError(f"{path}: unreadable image file ({err})") from None
-    try:
-        with warnings.catch_warnings():
-            # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they still work
-            warnings.simplefilter("ignore", DeprecationWarning)
-            image = decode_image(data, mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError) as err:
-        raise DataError(f"{path}: corrupt or unsupported image ({_first_line(err)})") from None
-    if image.ndim != 3 or image.shape[0] != 3 or image.shape[1] < 1 or image.shape[2] < 1:
-        raise DataError(f"{path}: decoded to an unexpected shape {tuple(image.shape)}")
-    return image
-
-
-def _first_line(err: Exception) -> str:
-    """The readable part of a decoder error (torchvision prefixes "fn, /path/file.cpp:NN, ")."""
-    text = str(err).strip()
-    text = text.splitlines()[0] if text else type(err).__name__
-    return re.sub(r"^\w+, \S+:\d+, ", "", text)
 
 
 def nearest_indices(n_in: int, n_out: int) -> torch.Tensor:
@@ -172,7 +127,7 @@ class ResizeNormalize:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ):
-        check_resize_mode(mode)
+        check_option("resize", mode, RESIZE_MODES)
         self.size = as_hw(size)
         self.mode = mode
         if len(mean) != 3 or len(std) != 3:

@@ -11,14 +11,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from epng.data.check import image_path
 from epng.data.dataset import PNGDataset, collate_png
-from epng.data.transforms import decode_image_file
+from epng.data.items import image_path
 from epng.engine.distributed import DistContext, gather_objects
 from epng.inference import Predictor
+from epng.io.images import decode_image_file
+from epng.io.rle import encode_mask
 from epng.metrics.plots import plot_recall_curves
 from epng.metrics.png_metric import format_metrics_table
-from epng.metrics.rle import encode_mask
 from epng.metrics.scorer import PNGEvaluator
 from epng.viz import save_phrase_overlay
 

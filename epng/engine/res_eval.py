@@ -22,13 +22,16 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from epng.data.refer import STANDARD_PAIRS, ReferData, ReferReport, refer_layout, resolve_names
+from epng.data.options import RESIZE_MODES
+from epng.data.refer import ReferData, ReferReport
 from epng.data.refer_dataset import ReferDataset, collate_refer
-from epng.data.transforms import RESIZE_MODES, as_hw, decode_image_file
+from epng.data.refer_layout import STANDARD_PAIRS, refer_layout, resolve_names
+from epng.data.transforms import as_hw
 from epng.errors import ConfigError
 from epng.inference import Predictor
+from epng.io.images import decode_image_file
+from epng.io.rle import encode_mask
 from epng.metrics.res_metric import RES_THRESHOLDS, RESMetric, threshold_key
-from epng.metrics.rle import encode_mask
 from epng.viz import save_phrase_overlay
 
 DEFAULT_IMAGE_SIZE = 640

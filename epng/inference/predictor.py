@@ -30,12 +30,12 @@ from torch import Tensor
 from epng.data.captions import locate_phrases, parse_bracketed
 from epng.data.inputs import batch_text_inputs, model_inputs
 from epng.data.tokenization import align_phrases
-from epng.data.transforms import decode_image_file
 from epng.device import default_device, resolve_precision
 from epng.errors import ConfigError, DataError
 from epng.inference.compiled import CompiledStage, compiler
 from epng.inference.options import InferenceOptions
 from epng.inference.prepare import PreparationReport, prepare_model
+from epng.io.images import decode_image_file
 from epng.model import EPNG, load_model
 from epng.model.visual_encoder import VisualFeatures
 

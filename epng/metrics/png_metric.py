@@ -1,4 +1,7 @@
-"""The official PNG metric: Average Recall over IoU thresholds (spec PNG_BENCHMARK.md section 5).
+"""The official PNG metric: Average Recall over IoU thresholds.
+
+Each grounded phrase scores the IoU of its predicted mask with its ground truth (at the
+image's original resolution; a phrase without a prediction scores 0), and:
 
 thresholds  t_i = i * 1e-5,  i = 0 ... 99999  (float64, computed exactly like that)
 recall(t)   = fraction of phrases with IoU >= t
@@ -90,26 +93,6 @@ def accuracy_at(ious: Any, threshold: float = 0.5) -> float | None:
     if arr.size == 0:
         return None
     return float(np.count_nonzero(arr > threshold) / arr.size)
-
-
-def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """IoU of two binary masks of the same shape. Both empty -> 1.0 (the prediction matches the empty truth)."""
-    pred = np.asarray(pred)
-    gt = np.asarray(gt)
-    if pred.shape != gt.shape:
-        raise ValueError(f"mask shapes differ: prediction {pred.shape} vs ground truth {gt.shape}")
-    pred = pred.astype(bool, copy=False)
-    gt = gt.astype(bool, copy=False)
-    inter = int(np.count_nonzero(pred & gt))
-    union = int(np.count_nonzero(pred)) + int(np.count_nonzero(gt)) - inter
-    return iou_from_counts(inter, union)
-
-
-def iou_from_counts(inter: int, union: int) -> float:
-    """inter / union, with 0 / 0 defined as 1.0."""
-    if union == 0:
-        return 1.0
-    return inter / union
 
 
 def _pct(value: float | None) -> float | None:

@@ -1,4 +1,4 @@
-"""Referring expression segmentation metrics (spec EPNG_MODEL.md section 4).
+"""Referring expression segmentation (RES) metrics: mIoU, oIoU and precision at IoU thresholds.
 
 Per expression e with predicted mask P_e and ground truth G_e:
 ``I_e = |P_e ∩ G_e|``, ``U_e = |P_e ∪ G_e|``, ``IoU_e = I_e / U_e``.
@@ -21,22 +21,9 @@ from fractions import Fraction
 
 import numpy as np
 
+from epng.metrics.iou import intersection_union, iou_from_counts
+
 RES_THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-def intersection_union(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int]:
-    """(|P ∩ G|, |P ∪ G|) of two same-shape masks (anything non-zero is foreground)."""
-    pred, gt = np.asarray(pred), np.asarray(gt)
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
-    p, g = pred.astype(bool, copy=False), gt.astype(bool, copy=False)
-    inter = int(np.count_nonzero(p & g))
-    return inter, int(np.count_nonzero(p)) + int(np.count_nonzero(g)) - inter
-
-
-def iou_value(intersection: int, union: int) -> float:
-    """I / U, and 1.0 when both masks are empty (U = 0)."""
-    return 1.0 if union == 0 else intersection / union
 
 
 def _exact(t: float) -> Fraction:
@@ -68,7 +55,7 @@ def res_metrics(
     fractions = [_exact(t) for t in thresholds]
     if n == 0:
         return {"n_expressions": 0, "mIoU": 0.0, "oIoU": 0.0, "precision": {threshold_key(t): 0.0 for t in thresholds}}
-    ious = np.array([iou_value(i, u) for i, u in zip(inter, union)], dtype=np.float64)
+    ious = np.array([iou_from_counts(i, u) for i, u in zip(inter, union)], dtype=np.float64)
     total_u = sum(union)
     precision = {}
     for t, f in zip(thresholds, fractions):
@@ -105,7 +92,7 @@ class RESMetric:
             raise ValueError(f"need 0 <= intersection <= union, got {intersection} and {union}")
         self.intersections.append(intersection)
         self.unions.append(union)
-        return iou_value(intersection, union)
+        return iou_from_counts(intersection, union)
 
     def ious(self) -> np.ndarray:
         inter = np.asarray(self.intersections, dtype=np.float64)

@@ -1,53 +1,37 @@
-"""Score phrase predictions against a PNG benchmark split (spec PNG_BENCHMARK.md sections 4-5).
+"""Scoring phrase predictions against a PNG benchmark split.
 
-Predictions file: JSON Lines, one object per grounded phrase::
-
-    {"narrative": 12, "image_id": 139, "phrase_index": 0,
-     "segmentation": {"size": [h, w], "counts": "..."}}
-
-* ``narrative``: the record's index in ``png_coco_<split>.json`` (a JSON integer);
-* ``image_id``: the narrative's COCO image id (an integer, or a string of digits as
-  in the narratives file);
-* ``phrase_index``: 0-based index among the narrative's grounded noun phrases;
-* ``segmentation``: COCO RLE of the binary mask at the image's original (h, w);
-  ``counts`` compressed (string) or uncompressed (list of run lengths).
-
-Other keys (e.g. a score) are ignored; blank lines are skipped. Every grounded
-phrase without a prediction scores IoU 0 and is counted in ``n_missing``. Any bad
-line raises :class:`PredictionError` naming the line (1-based) before the masks are
-scored. The ground truth of a phrase is the union of its segments in the panoptic
-PNG; an empty ground truth (a data defect) scores 1.0 against an empty prediction
-and 0.0 otherwise.
+Every grounded phrase scores the IoU of its predicted mask with its ground truth, the
+union of its segments in the panoptic PNG, at the image's original resolution; a phrase
+without a prediction scores IoU 0 and is counted in ``n_missing``; an empty ground truth
+(a data defect) scores 1.0 against an empty prediction and 0.0 otherwise.
 
 :class:`PNGEvaluator` holds the per-phrase IoUs and can be fed masks, RLEs or IoUs
-directly (the evaluation loop) and merged across processes (distributed
-evaluation); :func:`score_predictions` is the file-level entry point.
+directly (the evaluation loop) and merged across processes (distributed evaluation);
+:func:`score_predictions` is the entry point for a predictions file
+(:mod:`epng.metrics.predictions`), all of whose lines are validated before any mask is scored.
 """
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from numbers import Integral
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from epng.data.layout import split_layout
-from epng.data.panoptic import PanopticIndex, phrase_gt_mask, read_id_png
-from epng.data.png_format import ErrorMode, GroundedPhrase, Narrative, load_narratives
+from epng.data.options import ErrorMode
+from epng.data.panoptic import PanopticIndex, phrase_masks
+from epng.data.png_format import GroundedPhrase, Narrative, load_narratives
 from epng.errors import DataError, PredictionError
-from epng.metrics.png_metric import compute_metrics, iou_from_counts
-from epng.metrics.rle import InvalidRLE, decode_rle, encode_mask, normalize_rle
-
-PREDICTION_KEYS = ("narrative", "image_id", "phrase_index", "segmentation")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
+from epng.io.json_file import is_int
+from epng.io.panoptic_png import read_id_png
+from epng.io.rle import InvalidRLE, decode_rle
+from epng.metrics.iou import intersection_union, iou_from_counts
+from epng.metrics.png_metric import compute_metrics
+from epng.metrics.predictions import read_predictions
 
 
 @dataclass(frozen=True)
@@ -109,7 +93,7 @@ class PNGEvaluator:
     # ----------------------------------------------------------------- lookup
     def narrative(self, narrative: int, image_id: int | None = None) -> Narrative:
         """The narrative with record index ``narrative``; raises PredictionError if unknown or mismatched."""
-        if not _is_int(narrative):
+        if not is_int(narrative):
             raise PredictionError(f"'narrative' must be an integer record index, got {narrative!r}")
         found = self.narratives.get(int(narrative))
         if found is None:
@@ -128,12 +112,12 @@ class PNGEvaluator:
 
     def phrase(self, narrative: int, phrase_index: int, image_id: int | None = None) -> GroundedPhrase:
         record = self.narrative(narrative, image_id)
-        if not _is_int(phrase_index):
+        if not is_int(phrase_index):
             raise PredictionError(f"'phrase_index' must be an integer, got {phrase_index!r}")
         if not 0 <= phrase_index < len(record.phrases):
             raise PredictionError(
-                f"unknown phrase_index {phrase_index}: narrative {narrative} has {len(record.phrases)} grounded phrases "
-                f"(0..{len(record.phrases) - 1})"
+                f"unknown phrase_index {phrase_index}: narrative {narrative} has {len(record.phrases)} "
+                f"grounded phrases (0..{len(record.phrases) - 1})"
             )
         return record.phrases[int(phrase_index)]
 
@@ -158,7 +142,8 @@ class PNGEvaluator:
         ids = read_id_png(path)
         if ids.shape != (image.height, image.width):
             raise DataError(
-                f"{path}: panoptic PNG is {ids.shape[0]}x{ids.shape[1]} but {self.panoptic.path} says {image.height}x{image.width}"
+                f"{path}: panoptic PNG is {ids.shape[0]}x{ids.shape[1]} "
+                f"but {self.panoptic.path} says {image.height}x{image.width}"
             )
         self._id_maps[image_id] = ids
         while len(self._id_maps) > self.cache_size:
@@ -169,7 +154,7 @@ class PNGEvaluator:
         """(h, w) bool ground truth of a phrase: the union of its segments."""
         record = self.narrative(narrative)
         phrase = self.phrase(narrative, phrase_index)
-        return phrase_gt_mask(self.id_map(record.image_id), phrase.segment_ids)
+        return phrase_masks(self.id_map(record.image_id), [phrase.segment_ids])[0]
 
     # --------------------------------------------------------------- feeding
     def _key(self, narrative: int, phrase_index: int, image_id: int | None) -> tuple[int, int]:
@@ -195,11 +180,7 @@ class PNGEvaluator:
         size = self.image_size(record.image_id)
         if mask.shape != size:
             raise PredictionError(f"mask shape {tuple(mask.shape)} does not match the image's original size {size}")
-        gt = self.gt_mask(*key)
-        pred = mask.astype(bool, copy=False)
-        inter = int(np.count_nonzero(pred & gt))
-        union = int(np.count_nonzero(pred)) + int(np.count_nonzero(gt)) - inter
-        iou = iou_from_counts(inter, union)
+        iou = iou_from_counts(*intersection_union(mask, self.gt_mask(*key)))
         self._ious[key] = iou
         return iou
 
@@ -272,91 +253,6 @@ class PNGEvaluator:
         )
 
 
-# ------------------------------------------------------------------ files
-def _image_id(value: Any) -> int:
-    if _is_int(value):
-        return int(value)
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    raise PredictionError(f"'image_id' must be an integer, got {value!r}")
-
-
-def iter_prediction_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """(1-based line number, parsed JSON value) of every non-blank line of a JSON Lines file."""
-    path = Path(path)
-    try:
-        f = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise PredictionError(f"{path}: predictions file not found") from None
-    except OSError as err:
-        raise PredictionError(f"{path}: cannot read the predictions file ({err})") from None
-    with f:
-        line_no = 0
-        while True:
-            try:
-                line = f.readline()
-            except UnicodeDecodeError:
-                raise PredictionError(f"{path}: line {line_no + 1}: not valid UTF-8 text") from None
-            if not line:
-                return
-            line_no += 1
-            if not line.strip():
-                continue
-            try:
-                yield line_no, json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as err:
-                raise PredictionError(
-                    f"{path}: line {line_no}: invalid JSON ({err.msg} at column {err.colno})"
-                ) from None
-
-
-def read_predictions(
-    evaluator: PNGEvaluator, predictions: str | Path | Iterable[dict]
-) -> dict[tuple[int, int], tuple[int, dict]]:
-    """Validate every prediction against the evaluator's benchmark without decoding masks.
-
-    Returns ``{(narrative, phrase_index): (line number, normalized RLE)}``. Raises
-    :class:`PredictionError` "<source>: line N: <problem>" on the first bad entry
-    (for an iterable of dicts, N is the 1-based position and the source is
-    "predictions").
-    """
-    if isinstance(predictions, (str, Path)):
-        source = str(predictions)
-        entries: Iterable[tuple[int, Any]] = iter_prediction_lines(predictions)
-    else:
-        source = "predictions"
-        entries = enumerate(predictions, start=1)
-    seen: dict[tuple[int, int], tuple[int, dict]] = {}
-    for line_no, entry in entries:
-        try:
-            key, rle = _check_entry(evaluator, entry)
-            if key in seen:
-                raise PredictionError(
-                    f"duplicate prediction for narrative {key[0]}, phrase_index {key[1]} (first given on line {seen[key][0]})"
-                )
-        except PredictionError as err:
-            raise PredictionError(f"{source}: line {line_no}: {err}") from None
-        seen[key] = (line_no, rle)
-    return seen
-
-
-def _check_entry(evaluator: PNGEvaluator, entry: Any) -> tuple[tuple[int, int], dict]:
-    if not isinstance(entry, dict):
-        raise PredictionError(f"expected a JSON object, got {type(entry).__name__}")
-    missing = [k for k in PREDICTION_KEYS if k not in entry]
-    if missing:
-        raise PredictionError(f"missing key{'s' if len(missing) > 1 else ''} {', '.join(repr(k) for k in missing)}")
-    image_id = _image_id(entry["image_id"])
-    narrative, phrase_index = entry["narrative"], entry["phrase_index"]
-    evaluator.phrase(narrative, phrase_index, image_id)
-    size = evaluator.image_size(image_id)
-    try:
-        rle = normalize_rle(entry["segmentation"], size)
-    except InvalidRLE as err:
-        raise PredictionError(f"bad segmentation: {err}") from None
-    return (int(narrative), int(phrase_index)), rle
-
-
 def evaluate_predictions(
     data_root: str | Path,
     split: str,
@@ -389,40 +285,3 @@ def evaluate_predictions(
 def score_predictions(data_root: str | Path, split: str, predictions: str | Path | Iterable[dict]) -> dict:
     """Metrics (see :func:`epng.metrics.png_metric.compute_metrics`) of a predictions file or iterable of dicts."""
     return evaluate_predictions(data_root, split, predictions).compute()
-
-
-# ----------------------------------------------------------------- oracle
-def oracle_predictions(evaluator: PNGEvaluator, skip: Sequence[tuple[int, int]] = ()) -> Iterator[dict]:
-    """Predictions that are the ground truth itself (AR 99.999, the formula's maximum): a sanity check.
-
-    ``skip`` lists (narrative, phrase_index) pairs to leave out (to test missing phrases).
-    """
-    skipped = {(int(n), int(p)) for n, p in skip}
-    # image by image, so that every panoptic PNG is decoded once
-    for rec in sorted(evaluator.phrases(), key=lambda r: (r.image_id, r.narrative, r.phrase.phrase_index)):
-        key = (rec.narrative, rec.phrase.phrase_index)
-        if key in skipped:
-            continue
-        yield {
-            "narrative": rec.narrative,
-            "image_id": rec.image_id,
-            "phrase_index": rec.phrase.phrase_index,
-            "segmentation": encode_mask(evaluator.gt_mask(*key)),
-        }
-
-
-def write_predictions(predictions: Iterable[dict], path: str | Path) -> int:
-    """Write predictions as JSON Lines; returns the number of lines."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with open(path, "w", encoding="utf-8") as f:
-        for pred in predictions:
-            f.write(json.dumps(pred, separators=(",", ":")) + "\n")
-            n += 1
-    return n
-
-
-def write_oracle_predictions(data_root: str | Path, split: str, path: str | Path) -> int:
-    """Write the ground truth of a split as a predictions file; returns the number of lines."""
-    return write_predictions(oracle_predictions(PNGEvaluator.from_split(data_root, split)), path)

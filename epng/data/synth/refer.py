@@ -1,4 +1,4 @@
-"""A synthetic RefCOCO-style dataset in the "refer" layout (spec EPNG_MODEL.md section 4), for RES tests.
+"""A synthetic RefCOCO-style dataset in the "refer" layout (:mod:`epng.data.refer_layout`), for RES tests.
 
 ``generate_refer(out_dir, datasets=("refcoco",), n_images=12, size=256, seed=0)`` draws
 ``n_images`` synthetic scenes (:func:`epng.data.synth.make_scene`) and writes, for each
@@ -30,19 +30,18 @@ from __future__ import annotations
 import json
 import pickle
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from epng.data.refer import IMAGE_SUBDIR, image_file_name
-from epng.data.synth.narrative import stuff_relation
-from epng.data.synth.scene import Scene, ThingDescription, categories, make_scene, referring_descriptions
+from epng.data.refer_layout import IMAGE_SUBDIR, image_file_name
+from epng.data.synth.scene import Scene, categories, make_scene
+from epng.data.synth.wording import ThingDescription, referring_descriptions, stuff_relation
 from epng.data.synth.writer import JPEG_QUALITY, image_rng
 from epng.errors import ConfigError
-from epng.metrics.rle import encode_mask
+from epng.io.rle import encode_mask, encode_mask_uncompressed, polygons_to_mask
 
 #: dataset -> (split_by, splits written)
 SYNTH_REFER_DATASETS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -111,16 +110,6 @@ def _signed_area2(loop: list[tuple[int, int]]) -> int:
     return int((xs * np.roll(ys, -1) - np.roll(xs, -1) * ys).sum())
 
 
-def polygons_to_mask(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
-    """Rasterise COCO polygons with pycocotools (their union), as a bool (h, w) mask."""
-    import pycocotools.mask as mask_utils
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-        return mask_utils.decode(rle).astype(bool)
-
-
 def mask_polygons(mask: np.ndarray) -> list[list[float]] | None:
     """COCO polygons that pycocotools decodes to exactly ``mask``, or None when there are none
     (an empty mask, a mask with holes, or an outline that does not round-trip).
@@ -183,8 +172,10 @@ class ReferSynthSummary:
             parts = ", ".join(f"{s} {n}" for s, n in per_split.items())
             out.append(f"{ds} ({split_by}): refs {parts}; {self.sentences[ds]} expressions")
         forms = ", ".join(f"{k} {v}" for k, v in self.segmentation_forms.items())
-        out.append(f"wrote {self.out_dir} ({self.n_images} images, {self.size} px, seed {self.seed}; "
-                   f"segmentations: {forms}) in {self.seconds:.1f} s")
+        out.append(
+            f"wrote {self.out_dir} ({self.n_images} images, {self.size} px, seed {self.seed}; "
+            f"segmentations: {forms}) in {self.seconds:.1f} s"
+        )
         return out
 
 
@@ -208,8 +199,15 @@ def _check(datasets, n_images, size, seed) -> None:
         raise ConfigError(f"--seed must be a non-negative integer, got {seed!r}")
 
 
-def generate_refer(out_dir: str | Path, datasets: tuple[str, ...] | list[str] = ("refcoco",), n_images: int = 12,
-                   size: int = 256, seed: int = 0, *, overwrite: bool = False) -> ReferSynthSummary:
+def generate_refer(
+    out_dir: str | Path,
+    datasets: tuple[str, ...] | list[str] = ("refcoco",),
+    n_images: int = 12,
+    size: int = 256,
+    seed: int = 0,
+    *,
+    overwrite: bool = False,
+) -> ReferSynthSummary:
     """Write a synthetic refer-format dataset (see the module docstring); returns counts.
 
     Raises :class:`ConfigError` on bad arguments, or when a dataset's files already
@@ -236,8 +234,9 @@ def generate_refer(out_dir: str | Path, datasets: tuple[str, ...] | list[str] = 
         h, w = _image_shape(k, size)
         scene = make_scene(image_rng(seed, "refer-train2014", k), h, w)
         iid = IMAGE_ID_BASE + k
-        Image.fromarray(scene.image).save(image_dir / image_file_name(iid), format="JPEG", quality=JPEG_QUALITY,
-                                          subsampling=0)
+        Image.fromarray(scene.image).save(
+            image_dir / image_file_name(iid), format="JPEG", quality=JPEG_QUALITY, subsampling=0
+        )
         images.append({"id": iid, "file_name": image_file_name(iid), "height": h, "width": w, "license": 0})
         ann_ids: dict[int, int] = {}
         for t in scene.things:
@@ -254,16 +253,19 @@ def generate_refer(out_dir: str | Path, datasets: tuple[str, ...] | list[str] = 
             if form == "rle":
                 segmentation = encode_mask(mask)
             elif form == "rle_uncompressed":
-                flat = mask.reshape(-1, order="F").astype(np.int8)
-                change = np.flatnonzero(np.diff(flat)) + 1
-                bounds = np.concatenate([[0], change, [flat.size]])
-                runs = np.diff(bounds).tolist()
-                if flat[0]:
-                    runs = [0] + runs
-                segmentation = {"size": [h, w], "counts": runs}
+                segmentation = encode_mask_uncompressed(mask)
             summary.segmentation_forms[form] += 1
-            annotations.append({"id": ann_id, "image_id": iid, "category_id": t.category_id, "iscrowd": 0,
-                                "area": t.area, "bbox": [float(v) for v in t.bbox], "segmentation": segmentation})
+            annotations.append(
+                {
+                    "id": ann_id,
+                    "image_id": iid,
+                    "category_id": t.category_id,
+                    "iscrowd": 0,
+                    "area": t.area,
+                    "bbox": [float(v) for v in t.bbox],
+                    "segmentation": segmentation,
+                }
+            )
             ann_ids[t.index] = ann_id
         things_of.append((iid, scene, ann_ids))
 
@@ -291,23 +293,26 @@ def generate_refer(out_dir: str | Path, datasets: tuple[str, ...] | list[str] = 
                     sentences.append({"tokens": text.split(), "raw": text, "sent_id": sent_id, "sent": text})
                     sent_id += 1
                 ann_id = ann_ids[t.index]
-                refs.append({
-                    "sent_ids": [s["sent_id"] for s in sentences],
-                    "file_name": f"COCO_train2014_{iid:012d}_{ann_id}.jpg",
-                    "ann_id": ann_id,
-                    "ref_id": len(refs),
-                    "image_id": iid,
-                    "split": split,
-                    "sentences": sentences,
-                    "category_id": t.category_id,
-                })
+                refs.append(
+                    {
+                        "sent_ids": [s["sent_id"] for s in sentences],
+                        "file_name": f"COCO_train2014_{iid:012d}_{ann_id}.jpg",
+                        "ann_id": ann_id,
+                        "ref_id": len(refs),
+                        "image_id": iid,
+                        "split": split,
+                        "sentences": sentences,
+                        "category_id": t.category_id,
+                    }
+                )
                 summary.refs[ds][split] += 1
         summary.sentences[ds] = sent_id
         ds_dir = out / ds
         ds_dir.mkdir(parents=True, exist_ok=True)
         _write_atomic(ds_dir / f"refs({split_by}).p", pickle.dumps(refs, protocol=2))
-        _write_atomic(ds_dir / "instances.json",
-                      json.dumps(instances, ensure_ascii=True, separators=(",", ":")).encode("ascii"))
+        _write_atomic(
+            ds_dir / "instances.json", json.dumps(instances, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+        )
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -1,4 +1,4 @@
-"""Write a synthetic benchmark in the real on-disk layout (spec PNG_BENCHMARK.md section 1)."""
+"""Write a synthetic benchmark in the real on-disk layout (:class:`epng.data.layout.SplitLayout`)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 import shutil
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -17,6 +17,7 @@ from epng.data.layout import SplitLayout
 from epng.data.synth.narrative import make_narratives
 from epng.data.synth.scene import Scene, categories, make_scene
 from epng.errors import ConfigError
+from epng.io.panoptic_png import id_to_rgb
 
 SPLITS = ("train2017", "val2017")
 #: first image id of each split; image ids are ``base + index`` (so independent of the split sizes)
@@ -53,19 +54,16 @@ class SynthSummary:
         return self.images / self.seconds if self.seconds > 0 else float("inf")
 
     def lines(self) -> list[str]:
-        out = [f"{s.split}: {s.images} images, {s.narratives} narratives, {s.grounded_phrases} grounded phrases, "
-               f"{s.segments} segments" for s in self.splits.values()]
-        out.append(f"wrote {self.out_dir} ({self.size} px, seed {self.seed}) in {self.seconds:.1f} s "
-                   f"({self.images_per_second:.0f} images/s)")
+        out = [
+            f"{s.split}: {s.images} images, {s.narratives} narratives, {s.grounded_phrases} grounded phrases, "
+            f"{s.segments} segments"
+            for s in self.splits.values()
+        ]
+        out.append(
+            f"wrote {self.out_dir} ({self.size} px, seed {self.seed}) in {self.seconds:.1f} s "
+            f"({self.images_per_second:.0f} images/s)"
+        )
         return out
-
-
-def id_png_rgb(id_map: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 PNG pixels of a segment-id map: R + 256 G + 256^2 B = id (the bytes of a little-endian uint32)."""
-    if id_map.min(initial=0) < 0 or id_map.max(initial=0) >= 256**3:
-        raise ValueError("segment ids must lie in [0, 256**3)")
-    h, w = id_map.shape
-    return np.ascontiguousarray(id_map.astype("<u4").view(np.uint8).reshape(h, w, 4)[..., :3])
 
 
 def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -107,8 +105,10 @@ def _prepare(out_dir: Path, overwrite: bool) -> None:
             if p.is_file() or (p.is_dir() and any(p.iterdir())):
                 existing.append(p)
     if existing and not overwrite:
-        raise ConfigError(f"{out_dir} already holds benchmark files (e.g. {existing[0]}); "
-                          "choose another --out or pass --overwrite to replace them")
+        raise ConfigError(
+            f"{out_dir} already holds benchmark files (e.g. {existing[0]}); "
+            "choose another --out or pass --overwrite to replace them"
+        )
     for p in existing:
         if p.is_dir():
             shutil.rmtree(p)
@@ -124,8 +124,14 @@ def _dump(obj, path: Path) -> None:
     tmp.replace(path)
 
 
-def write_split(out_dir: Path, split: str, n_images: int, size: int, seed: int,
-                progress: Callable[[str, int, int], None] | None = None) -> SplitSummary:
+def write_split(
+    out_dir: Path,
+    split: str,
+    n_images: int,
+    size: int,
+    seed: int,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> SplitSummary:
     layout = SplitLayout(out_dir, split)
     layout.image_dir.mkdir(parents=True, exist_ok=True)
     layout.panoptic_dir.mkdir(parents=True, exist_ok=True)
@@ -135,16 +141,28 @@ def write_split(out_dir: Path, split: str, n_images: int, size: int, seed: int,
         iid, scene, records = synth_image(seed, split, index, size)
         file_name = f"{iid:012d}.jpg"
         png_path = layout.panoptic_png(iid)
-        Image.fromarray(scene.image).save(layout.image_dir / file_name, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
-        Image.fromarray(id_png_rgb(scene.id_map)).save(png_path, format="PNG", compress_level=1)
+        Image.fromarray(scene.image).save(
+            layout.image_dir / file_name, format="JPEG", quality=JPEG_QUALITY, subsampling=0
+        )
+        Image.fromarray(id_to_rgb(scene.id_map)).save(png_path, format="PNG", compress_level=1)
         images.append({"id": iid, "file_name": file_name, "height": scene.height, "width": scene.width, "license": 0})
         segs = scene.segments()
-        annotations.append({
-            "image_id": iid,
-            "file_name": png_path.name,
-            "segments_info": [{"id": s.segment_id, "category_id": s.category_id, "iscrowd": 0,
-                               "bbox": list(s.bbox), "area": s.area} for s in segs],
-        })
+        annotations.append(
+            {
+                "image_id": iid,
+                "file_name": png_path.name,
+                "segments_info": [
+                    {
+                        "id": s.segment_id,
+                        "category_id": s.category_id,
+                        "iscrowd": 0,
+                        "bbox": list(s.bbox),
+                        "area": s.area,
+                    }
+                    for s in segs
+                ],
+            }
+        )
         narratives += records
         summary.images += 1
         summary.segments += len(segs)
@@ -152,21 +170,35 @@ def write_split(out_dir: Path, split: str, n_images: int, size: int, seed: int,
         summary.grounded_phrases += sum(1 for r in records for c in r["segments"] if c["noun"] and c["segment_ids"])
         if progress is not None:
             progress(split, index + 1, n_images)
-    _dump({
-        "info": {"description": "EPNG synthetic shapes benchmark (epng synth)", "version": "1.0",
-                 "size": size, "seed": seed},
-        "licenses": [{"id": 0, "name": "generated", "url": ""}],
-        "images": images,
-        "annotations": annotations,
-        "categories": categories(),
-    }, layout.panoptic_json)
+    _dump(
+        {
+            "info": {
+                "description": "EPNG synthetic shapes benchmark (epng synth)",
+                "version": "1.0",
+                "size": size,
+                "seed": seed,
+            },
+            "licenses": [{"id": 0, "name": "generated", "url": ""}],
+            "images": images,
+            "annotations": annotations,
+            "categories": categories(),
+        },
+        layout.panoptic_json,
+    )
     _dump(narratives, layout.narratives_json)
     return summary
 
 
-def generate_benchmark(out_dir: str | Path, n_train: int = 400, n_val: int = 100, size: int = 256, seed: int = 0, *,
-                       overwrite: bool = False,
-                       progress: Callable[[str, int, int], None] | None = None) -> SynthSummary:
+def generate_benchmark(
+    out_dir: str | Path,
+    n_train: int = 400,
+    n_val: int = 100,
+    size: int = 256,
+    seed: int = 0,
+    *,
+    overwrite: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> SynthSummary:
     """Write a synthetic PNG benchmark (splits ``train2017`` and ``val2017``) under ``out_dir``.
 
     Deterministic: the same arguments give byte-identical files, and image ``i`` of a

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from epng.engine.postprocess import binary_masks
 from epng.losses.masks import real_phrase_logits
+from epng.model import EPNG
 
 
 def test_boundary_sits_where_the_resized_logit_crosses_zero():
@@ -14,7 +14,7 @@ def test_boundary_sits_where_the_resized_logit_crosses_zero():
     # Resizing probabilities instead (0.99966 -> 0.1192) would put the edge at x < 3.77.
     logits = torch.tensor([[[[8.0, -2.0]]]])  # (B=1, P=1, 1, 2)
     meta = [{"phrase_indices": [0], "orig_size": (1, 8), "valid_size": (1, 2)}]
-    (mask,) = binary_masks(logits, (1, 2), meta)
+    (mask,) = EPNG.postprocess_masks(logits, (1, 2), meta)
     assert mask[0, 0].tolist() == [True] * 5 + [False] * 3
 
 
@@ -28,6 +28,6 @@ def test_masks_are_the_sign_of_the_logits_the_loss_sees():
         for n in phrase_mask.sum(1)
     ]
     trained, _ = real_phrase_logits(logits, gt, phrase_mask)  # (R, 32, 32), as BCE / Dice see them
-    masks = torch.cat(binary_masks(logits, (32, 32), meta))
+    masks = torch.cat(EPNG.postprocess_masks(logits, (32, 32), meta))
     assert masks.shape == trained.shape
     assert torch.equal(masks, trained > 0)

@@ -1,4 +1,4 @@
-"""COCO run-length encoding (RLE) helpers with validation, over ``pycocotools.mask``.
+"""COCO masks: run-length encoding (RLE) with validation, and polygons, over ``pycocotools.mask``.
 
 A COCO RLE is ``{"size": [h, w], "counts": ...}``; the runs alternate background /
 foreground, start with background and walk the mask in column-major (Fortran)
@@ -14,16 +14,20 @@ the code's alphabet are silently mis-decoded. :func:`normalize_rle` therefore
 parses the counts here first (vectorised with numpy) and checks them before
 anything reaches pycocotools. Every problem raises :class:`InvalidRLE` (a
 ``ValueError``) with a one-line description.
+
+COCO also writes a mask as polygons (lists of ``x, y`` pixel-corner coordinates);
+:func:`polygons_to_mask` rasterises them the way COCO does, through pycocotools.
 """
 
 from __future__ import annotations
 
 import warnings
-from numbers import Integral
 from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_utils
+
+from epng.io.json_file import is_int
 
 # The text code stores 5 bits per character, so a 32-bit run length needs at most
 # 7 characters (the top bit of the last character's payload is a sign bit).
@@ -35,13 +39,9 @@ class InvalidRLE(ValueError):
     """A segmentation that is not a valid COCO RLE of the expected size."""
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
 def check_size(size: Any, expected: tuple[int, int] | None = None) -> tuple[int, int]:
     """Validate an RLE ``size`` ([h, w], non-negative integers), optionally against ``expected``."""
-    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_int(v) for v in size):
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(is_int(v) for v in size):
         raise InvalidRLE(f"'size' must be a list of two integers [height, width], got {size!r}")
     h, w = int(size[0]), int(size[1])
     if h < 0 or w < 0:
@@ -145,7 +145,7 @@ def normalize_rle(segmentation: Any, expected_size: tuple[int, int] | None = Non
     h, w = check_size(segmentation["size"], expected_size)
     counts = segmentation["counts"]
     if isinstance(counts, (list, tuple)):
-        if not all(_is_int(v) for v in counts):
+        if not all(is_int(v) for v in counts):
             raise InvalidRLE("uncompressed 'counts' must be a list of integers")
         runs = np.asarray(counts, dtype=np.int64) if counts else np.zeros(0, dtype=np.int64)
         if runs.size and runs.min() < 0:
@@ -191,8 +191,28 @@ def encode_mask(mask: np.ndarray) -> dict:
     return {"size": [int(h), int(w)], "counts": rle["counts"].decode("ascii")}
 
 
-def rle_area(segmentation: Any) -> int:
-    """Number of foreground pixels of a (validated) RLE."""
-    rle = normalize_rle(segmentation)
-    runs = decode_counts_string(rle["counts"])
-    return int(runs[1::2].sum())
+def encode_mask_uncompressed(mask: np.ndarray) -> dict:
+    """Encode an (h, w) binary mask as an uncompressed RLE ``{"size": [h, w], "counts": [run, ...]}``."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"expected an (h, w) mask, got shape {mask.shape}")
+    h, w = mask.shape
+    flat = (mask != 0).reshape(-1, order="F").astype(np.int8)
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    if flat.size and flat[0]:  # the runs start with background
+        runs = [0] + runs
+    return {"size": [int(h), int(w)], "counts": runs}
+
+
+def polygons_to_mask(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
+    """Rasterise COCO polygons (their union) with pycocotools, as an (h, w) bool mask.
+
+    The polygons are not validated here: pass lists of at least 3 finite ``x, y`` pairs.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # see decode_rle
+        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+        mask = mask_utils.decode(rle)
+    return mask.astype(bool, copy=False)

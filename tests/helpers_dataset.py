@@ -1,10 +1,10 @@
-"""Tiny PNG benchmarks for the metric tests, written into a temporary directory.
+"""Tiny PNG benchmark datasets for the metric tests, written into a temporary directory.
 
 ``make_tiny_benchmark``: two hand-made images (id PNGs written with ``id_to_rgb``),
 a COCO panoptic json and a ``png_coco_<split>.json`` with 4 records, one without a
 grounded phrase. ``make_sample_benchmark``: the real two-image COCO panoptic sample
-of ``/work/shared/data/coco_panoptic_sample`` (linked, not copied) with narratives
-written here.
+(:data:`SAMPLE_DIR`, in ``shared/data/`` beside the repository; linked, not copied)
+with narratives written here. Tests that need the sample skip when it is absent.
 """
 
 from __future__ import annotations
@@ -14,12 +14,21 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from epng.data.panoptic import id_to_rgb
+from epng.io.panoptic_png import id_to_rgb
 
 SPLIT = "val2017"
-SAMPLE_DIR = Path("/work/shared/data/coco_panoptic_sample")
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_panoptic_sample"
+
+
+def require_sample() -> Path:
+    """:data:`SAMPLE_DIR`, or skip the calling test (saying where it looked) when the sample is absent."""
+    if not (SAMPLE_DIR / "panoptic_examples.json").is_file():
+        pytest.skip(f"real COCO panoptic sample not found at {SAMPLE_DIR}")
+    return SAMPLE_DIR
+
 
 CATEGORIES = [
     {"id": 1, "name": "person", "supercategory": "person", "isthing": 1},
@@ -157,6 +166,7 @@ def make_sample_benchmark(root: Path, split: str = SPLIT) -> dict:
     Per image: one narrative with a singular thing, a singular stuff, a plural of two
     things and a plural ending in a stuff segment.
     """
+    require_sample()
     root = Path(root)
     ann = root / "annotations"
     png_dir = ann / "panoptic_segmentation" / split

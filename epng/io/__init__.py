@@ -1,0 +1,10 @@
+"""The lowest layer: file formats and codecs, with no knowledge of datasets or metrics.
+
+It imports only the standard library, numpy, torch/torchvision, PIL, pycocotools and
+:mod:`epng.errors`; every other layer may import it.
+
+* :mod:`epng.io.json_file`: reading a JSON file, checking integer values;
+* :mod:`epng.io.rle`: COCO masks: run-length encoding (validated) and polygons;
+* :mod:`epng.io.panoptic_png`: panoptic PNGs, segment ids encoded in RGB;
+* :mod:`epng.io.images`: decoding JPEG/PNG image files.
+"""
