@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from epng.cli.inference_args import add_inference_arguments, load_predictor
+from epng.data.options import RESIZE_MODES
 
 HELP = "zero-shot referring expression segmentation of a checkpoint on RefCOCO/RefCOCO+/RefCOCOg (refer layout)"
 
@@ -70,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resize",
         default=None,
-        choices=("square", "letterbox"),
+        choices=RESIZE_MODES,
         help="resize mode (default: the checkpoint config's, else square)",
     )
     add_inference_arguments(parser)

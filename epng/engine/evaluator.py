@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from epng.data.dataset import PNGDataset, collate_png
 from epng.data.items import image_path
+from epng.data.options import ErrorMode
 from epng.engine.distributed import DistContext, gather_objects
 from epng.inference import Predictor
 from epng.io.images import decode_image_file
@@ -124,7 +125,7 @@ def evaluate_checkpoint(
     batch_size: int = 8,
     num_workers: int = 2,
     n_overlays: int = 8,
-    mode: str = "strict",
+    mode: ErrorMode = "strict",
 ) -> dict:
     """`epng evaluate`: predictions.jsonl, metrics.json, recall curve and overlays under ``out_dir``."""
     from epng.engine.distributed import init_distributed

@@ -22,7 +22,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from epng.data.options import RESIZE_MODES
+from epng.data.options import RESIZE_MODES, ErrorMode, check_option
 from epng.data.refer import ReferData, ReferReport
 from epng.data.refer_dataset import ReferDataset, collate_refer
 from epng.data.refer_layout import STANDARD_PAIRS, refer_layout, resolve_names
@@ -63,8 +63,7 @@ def input_settings(config, image_size: int | Sequence[int] | None = None, resize
 
     size, size_from = pick(image_size, "image_size", DEFAULT_IMAGE_SIZE)
     mode, mode_from = pick(resize, "resize", DEFAULT_RESIZE)
-    if mode not in RESIZE_MODES:
-        raise ConfigError(f"resize must be one of {RESIZE_MODES}, got {mode!r} (from the {mode_from})")
+    check_option(f"resize (from the {mode_from})", mode, RESIZE_MODES)
     return InputSettings(as_hw(size), str(mode), size_from, mode_from)
 
 
@@ -100,7 +99,7 @@ class RESOptions:
     batch_size: int = 8
     threshold: float = 0.5
     num_workers: int = 0
-    mode: str = "strict"
+    mode: ErrorMode = "strict"
     n_overlays: int = 0
     skip_missing: bool = False
     progress: bool = False

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from epng.data.options import RESIZE_MODES, ResizeMode
 from epng.errors import ConfigError
 from epng.model.lpa import LPA_DISTANCES
 
@@ -69,7 +70,7 @@ class EPNGConfig:
     image_mean: tuple[float, float, float] | None = None
     image_std: tuple[float, float, float] | None = None
     image_size: int = 640
-    resize: str = "square"
+    resize: ResizeMode = "square"
     mask_head: str = "bilinear"
     text_encoder: str = "bert-base-uncased"
     text_weights: str = "pretrained"
@@ -107,8 +108,8 @@ class EPNGConfig:
 
         if self.backbone_weights not in BACKBONE_WEIGHTS and not Path(self.backbone_weights).suffix:
             raise bad("backbone_weights", f"expected one of {BACKBONE_WEIGHTS} or a path to a .pth/.safetensors file")
-        if self.resize not in ("square", "letterbox"):
-            raise bad("resize", "expected 'square' or 'letterbox'")
+        if self.resize not in RESIZE_MODES:
+            raise bad("resize", f"expected one of {RESIZE_MODES}")
         if self.image_size < 32 or self.image_size % 32:
             raise bad("image_size", "must be a positive multiple of 32 (the backbone's stride)")
         if self.text_weights not in TEXT_WEIGHTS:
