@@ -1,4 +1,4 @@
-"""`EPNGCriterion`: L = w_bce * BCE + w_dice * Dice + w_sal * (l_v + l_t), spec weights (2, 2, 1)."""
+"""`EPNGCriterion`: L = w_bce * BCE + w_dice * Dice + w_sal * (l_v + l_t), the paper's weights (2, 2, 1)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Bidirectional Semantic Alignment Loss (SAL), spec EPNG_MODEL.md section 2.
+"""Bidirectional Semantic Alignment Loss (SAL): phrase -> pixels and pixel -> phrases contrastive terms.
 
 At the stride-4 grid of ``pixel_embed``, with similarity ``s(i, j) = F_N^i . F^j / tau`` (plain
-dot product, no L2 normalisation, as the spec; the official code's scale 0.1 is tau = 10)
+dot product, no L2 normalisation, as in the paper; the official code's scale 0.1 is tau = 10)
 and the ground truth reduced to that grid by "any pixel positive" (max pooling):
 
 * ``l_v`` (phrase as anchor): mean over phrases i with a positive cell of

@@ -1,5 +1,5 @@
 """Multi-modal communicator: S layers of [LPA, cross-attention to phrases, FFN] over the
-visual tokens, each sub-layer followed by residual + LayerNorm (post-norm, spec section 1).
+visual tokens, each sub-layer followed by residual + LayerNorm (post-norm, as in the paper).
 """
 
 from __future__ import annotations

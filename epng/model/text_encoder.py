@@ -1,5 +1,5 @@
 """Text encoder: a transformers model gives word-piece features; a phrase is the mean of
-its word pieces, projected to C by Linear + ReLU6 (spec section 1, as the official code).
+its word pieces, projected to C by Linear + ReLU6 (as the paper's official code does).
 
 When the transformer is frozen (the paper's setting) its token features are a pure
 function of the input ids, so they are cached per narrative (bounded LRU, CPU memory):

@@ -1,6 +1,6 @@
 """Visual encoder: timm backbone -> torchvision FPN -> one fused map at stride 16.
 
-``F_v = concat[Down2(P3), P4, Up2(P5)]`` (spec section 1) with Down2 = 2x2 average pooling
+``F_v = concat[Down2(P3), P4, Up2(P5)]`` (the paper's stride-16 fusion) with Down2 = 2x2 average pooling
 and Up2 = bilinear upsampling (both resample to P4's exact grid, so inputs whose sides are
 not multiples of 32 still line up). The concat has ``C = 3 * fpn_channels`` channels.
 With ``mask_head="fpn"`` the backbone's stride-4 level joins the FPN too, and the finer
