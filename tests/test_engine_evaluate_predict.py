@@ -62,7 +62,9 @@ def test_evaluate_on_an_oracle_reproduces_score(synth_dataset, tmp_path, tiny_mo
     assert metrics["ar"] > 99.99 and metrics["n_missing"] == 0  # the synthetic images are 64 px: no resize
     assert metrics == json.loads((tmp_path / "metrics.json").read_text())
     assert score_predictions(synth_dataset, "val2017", tmp_path / "predictions.jsonl") == metrics
-    assert (tmp_path / "recall_curve.png").stat().st_size > 0 and len(list((tmp_path / "overlays").glob("*.png"))) == 2
+    assert (tmp_path / "recall_curve.png").stat().st_size > 0
+    overlays = sorted(p.name for p in (tmp_path / "overlays").glob("*.png"))  # 2 narratives: overlay + panels each
+    assert len(overlays) == 4 and sum(name.endswith("_phrases.png") for name in overlays) == 2
 
 
 def test_evaluate_of_a_real_model_matches_score(synth_dataset, tmp_path, tiny_model):

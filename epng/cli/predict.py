@@ -44,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
         Image.fromarray(mask.astype("uint8") * 255).save(path)
         line = {"text": phrase, "start": start, "end": end, "source": result.phrase_source}
         print(json.dumps({**line, "pixels": int(mask.sum()), "file": str(path)}))
-    save_phrase_overlay(result.image, result.masks, result.phrases, out / "overlay.png", title=result.caption)
+    save_phrase_overlay(result.image, result.masks, result.phrases, out / "overlay.png", result.caption, result.spans)
     return 0

@@ -21,10 +21,10 @@ from epng.io.rle import encode_mask
 from epng.metrics.plots import plot_recall_curves
 from epng.metrics.png_metric import format_metrics_table
 from epng.metrics.scorer import PNGEvaluator
-from epng.viz import save_phrase_overlay
+from epng.viz import save_phrase_overlay, save_phrase_panels
 
-# called with (meta of one sample, its (P, h, w) bool masks on the CPU)
-PredictionHook = Callable[[dict, np.ndarray], None]
+# called with (meta of one sample, its (P, h, w) bool masks on the CPU, each phrase's IoU)
+PredictionHook = Callable[[dict, np.ndarray, list[float]], None]
 
 
 def dataset_for(
@@ -69,10 +69,12 @@ def evaluate_loader(
         masks = predictor.predict_torch(batch)
         for meta, sample_masks in zip(batch["meta"], masks):
             sample_masks = sample_masks.cpu().numpy()
-            for phrase_index, mask in zip(meta["phrase_indices"], sample_masks):
+            ious = [
                 evaluator.add_mask(meta["narrative"], phrase_index, mask, meta["image_id"])
+                for phrase_index, mask in zip(meta["phrase_indices"], sample_masks)
+            ]
             if on_prediction is not None:
-                on_prediction(meta, sample_masks)
+                on_prediction(meta, sample_masks, ious)
     if ctx.enabled:
         merged = PNGEvaluator(dataset.narratives, dataset.panoptic, dataset.layout.panoptic_dir)
         for part in gather_objects(evaluator.state_arrays(), ctx):
@@ -83,17 +85,19 @@ def evaluate_loader(
 
 class PredictionWriter:
     """An ``on_prediction`` hook: writes every phrase's mask to ``predictions.jsonl`` (the
-    format `epng score` reads) and overlay pictures for the first ``n_overlays`` samples."""
+    format `epng score` reads) and, for the first ``n_overlays`` samples, two pictures under
+    ``overlays/``: the narrative over the image with every phrase in its colour, and one panel
+    per phrase (prediction vs ground-truth outline, IoU in the title)."""
 
     def __init__(self, out_dir: Path, dataset: PNGDataset, n_overlays: int = 8):
         self.out_dir, self.dataset, self.n_overlays = out_dir, dataset, n_overlays
         self.path = out_dir / "predictions.jsonl"
         self._file = open(self.path, "w", encoding="utf-8")
-        self._by_index = {n.index: n for n in dataset.narratives}
+        self._truth = PNGEvaluator(dataset.narratives, dataset.panoptic, dataset.layout.panoptic_dir)
         self.n_lines = 0
         self.overlays: list[Path] = []
 
-    def __call__(self, meta: dict, masks: np.ndarray) -> None:
+    def __call__(self, meta: dict, masks: np.ndarray, ious: list[float]) -> None:
         for phrase_index, mask in zip(meta["phrase_indices"], masks):
             record = {
                 "narrative": meta["narrative"],
@@ -104,14 +108,20 @@ class PredictionWriter:
             self._file.write(json.dumps(record) + "\n")
             self.n_lines += 1
         if len(self.overlays) < self.n_overlays:
-            narrative = self._by_index[meta["narrative"]]
-            phrases = {p.phrase_index: p.text for p in narrative.phrases}
-            image = decode_image_file(image_path(self.dataset.layout, self.dataset.panoptic, meta["image_id"]))
-            path = self.out_dir / "overlays" / f"narrative_{meta['narrative']:06d}.png"
-            labels = [phrases[k] for k in meta["phrase_indices"]]
-            self.overlays.append(
-                save_phrase_overlay(image.permute(1, 2, 0).numpy(), masks, labels, path, title=narrative.caption)
-            )
+            self._draw(meta, masks, ious)
+
+    def _draw(self, meta: dict, masks: np.ndarray, ious: list[float]) -> None:
+        narrative = self._truth.narrative(meta["narrative"])
+        phrases = {p.phrase_index: p for p in narrative.phrases}
+        shown = [phrases[k] for k in meta["phrase_indices"]]
+        image = decode_image_file(image_path(self.dataset.layout, self.dataset.panoptic, meta["image_id"]))
+        image = image.permute(1, 2, 0).numpy()
+        stem = self.out_dir / "overlays" / f"narrative_{meta['narrative']:06d}"
+        texts = [p.text for p in shown]
+        spans = [p.span for p in shown]
+        self.overlays.append(save_phrase_overlay(image, masks, texts, f"{stem}.png", narrative.caption, spans))
+        gt = np.stack([self._truth.gt_mask(narrative.index, p.phrase_index) for p in shown]) if shown else masks
+        save_phrase_panels(image, masks, gt, texts, ious, f"{stem}_phrases.png")
 
     def close(self) -> None:
         self._file.close()

@@ -32,7 +32,7 @@ from epng.inference import Predictor
 from epng.io.images import decode_image_file
 from epng.io.rle import encode_mask
 from epng.metrics.res_metric import RES_THRESHOLDS, RESMetric, threshold_key
-from epng.viz import save_phrase_overlay
+from epng.viz import save_phrase_panels
 
 DEFAULT_IMAGE_SIZE = 640
 DEFAULT_RESIZE = "square"
@@ -169,12 +169,14 @@ def evaluate_res(
                     out_file.write(json.dumps(record) + "\n")
                 if overlays_left > 0:
                     overlays_left -= 1
-                    save_phrase_overlay(
+                    save_phrase_panels(
                         decode_image_file(dataset.image_file(i)).permute(1, 2, 0).numpy(),
                         pred[None],
-                        [f"{e.text}  (IoU {100 * iou:.1f})"],
+                        gt[None],
+                        [e.text],
+                        [iou],
                         pair_dir / "overlays" / f"{e.index:05d}_ref{e.ref_id}_sent{e.sent_id}.png",
-                        gt_masks=gt[None],
+                        panel_px=480,
                     )
     finally:
         if out_file is not None:
