@@ -17,8 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from epng.engine import checkpoint as ckpt
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "demo_cpu.yaml"
+CONFIG = "demo_cpu"  # the bundled config (epng.configs)
 
 
 def overrides(root: Path, **extra) -> list[str]:
@@ -40,7 +39,7 @@ def overrides(root: Path, **extra) -> list[str]:
 
 
 def train_cmd(out: Path, args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "epng.cli.main", "train", "--config", str(CONFIG), "--output", str(out), *args]
+    return [sys.executable, "-m", "epng.cli.main", "train", "--config", CONFIG, "--output", str(out), *args]
 
 
 def env() -> dict:
@@ -49,6 +48,12 @@ def env() -> dict:
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(run / "final" / "model.safetensors")
+
+
+def log_records(run: Path, event: str | None = None) -> list[dict]:
+    """The run's log.jsonl records, those of one ``event`` kind if given."""
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [r for r in records if event is None or r["event"] == event]
 
 
 def test_sigkill_and_resume_equals_uninterrupted_run(synth_dataset, tmp_path):
@@ -72,7 +77,7 @@ def test_sigkill_and_resume_equals_uninterrupted_run(synth_dataset, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    steps = [json.loads(line)["step"] for line in (broken / "log.jsonl").read_text().splitlines() if '"train"' in line]
+    steps = [r["step"] for r in log_records(broken, "train")]
     assert steps[-1] == 8
 
 
@@ -151,23 +156,17 @@ def test_two_process_torchrun_matches_one_process(synth_dataset, tmp_path):
         "epng.cli.main",
         "train",
         "--config",
-        str(CONFIG),
+        CONFIG,
         "--output",
         str(two),
         *overrides(synth_dataset, **common, **{"optim.batch_size": 2}),
     ]
     subprocess.run(torchrun, check=True, env=env(), capture_output=True, timeout=400)
 
-    def curve(run: Path) -> list[float]:
-        return [json.loads(l)["loss"] for l in (run / "log.jsonl").read_text().splitlines() if '"event": "train"' in l]
-
-    c1, c2 = curve(one), curve(two)
+    c1, c2 = ([r["loss"] for r in log_records(run, "train")] for run in (one, two))
     assert len(c1) == len(c2) == 4
     assert c1 == pytest.approx(c2, rel=1e-4)
-    m1, m2 = (
-        [json.loads(l) for l in (one / "log.jsonl").read_text().splitlines() if '"event": "val"' in l][-1],
-        [json.loads(l) for l in (two / "log.jsonl").read_text().splitlines() if '"event": "val"' in l][-1],
-    )
+    m1, m2 = (log_records(run, "val")[-1] for run in (one, two))
     assert m1["n_phrases"] == m2["n_phrases"] and m1["ar"] == pytest.approx(m2["ar"], abs=0.5)
 
 
@@ -193,9 +192,23 @@ def test_nonfinite_losses_stop_the_run_with_the_last_good_checkpoint(synth_datas
     out = tmp_path / "nan"
     with pytest.raises(TrainingError, match=r"3 non-finite losses in a row at step 2.*step_00000002"):
         train(cfg, out)
-    events = [json.loads(l)["event"] for l in (out / "log.jsonl").read_text().splitlines()]
+    events = [r["event"] for r in log_records(out)]
     assert events.count("nonfinite_loss") == 3
     assert ckpt.load_latest_checkpoint(out).step == 2
+
+
+def test_training_precision_is_fp32_bf16_or_auto():
+    from epng.engine.config import PRECISIONS, load_config
+    from epng.engine.precision import autocast_for
+    from epng.errors import ConfigError
+
+    assert PRECISIONS == ("fp32", "bf16", "auto")
+    for amp, autocast_on_cpu in (("fp32", False), ("bf16", True), ("auto", False)):
+        assert load_config(overrides=[f"optim.amp={amp}"]).optim.amp == amp
+        with autocast_for(amp, torch.device("cpu")):
+            assert torch.is_autocast_enabled("cpu") == autocast_on_cpu, amp
+    with pytest.raises(ConfigError, match=r"optim.amp='none'.*\('none' is now called 'fp32'\)"):
+        load_config(overrides=["optim.amp=none"])
 
 
 def test_ema_is_a_per_step_average_swapped_in_for_evaluation_only():

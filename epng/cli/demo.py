@@ -6,15 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
-HELP = "synthetic benchmark -> train configs/demo_cpu.yaml -> evaluate: metrics, curve and overlays in one folder"
+HELP = "synthetic benchmark -> train the bundled demo_cpu config -> evaluate: metrics, curve and overlays in one folder"
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo_cpu.yaml"
+DEFAULT_CONFIG = "demo_cpu"  # bundled with the package (epng.configs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="demo_out", help="folder for everything the demo writes")
     parser.add_argument(
-        "--config", default=str(DEFAULT_CONFIG), help="training config (default: configs/demo_cpu.yaml)"
+        "--config",
+        default=DEFAULT_CONFIG,
+        help=f"training config: a YAML file or a bundled name (default: {DEFAULT_CONFIG})",
     )
     parser.add_argument("--train-images", type=int, default=400)
     parser.add_argument("--val-images", type=int, default=100)
@@ -25,10 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from epng.data.layout import available_splits
     from epng.data.synth import generate_benchmark
-    from epng.engine.checkpoint import load_model
-    from epng.engine.config import load_config
+    from epng.engine.config import config_file, load_config
     from epng.engine.evaluator import evaluate_checkpoint
     from epng.engine.trainer import train
+    from epng.inference import Predictor
+    from epng.model import load_model
 
     out = Path(args.output)
     synth_dir, run_dir, eval_dir = out / "synth", out / "run", out / "eval"
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         stamp.write_text(json.dumps(wanted))
         print(f"      {summary.images} images in {summary.seconds:.1f} s")
 
-    print(f"[2/3] training {Path(args.config).name} -> {run_dir}")
+    print(f"[2/3] training {config_file(args.config)} -> {run_dir}")
     cfg = load_config(args.config, [f"data.root={synth_dir}", f"run.seed={args.seed}", *args.overrides])
     result = train(cfg, run_dir)
     print(f"      {result['step']} steps, best val AR {result['best_ar']:.2f}")
@@ -51,14 +54,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"[3/3] evaluating {run_dir / 'best'} on val2017 -> {eval_dir}")
     model = load_model(run_dir / "best", "cpu")
     evaluation = evaluate_checkpoint(
-        model,
+        Predictor(model, precision=cfg.optim.amp),
         synth_dir,
         cfg.data.val_split,
         eval_dir,
         batch_size=cfg.optim.batch_size,
         num_workers=cfg.data.num_workers,
         n_overlays=8,
-        amp=cfg.optim.amp,
     )
     print(evaluation["table"])
     print(f"\nresults: {eval_dir.resolve()}  (metrics.json, recall_curve.png, overlays/, predictions.jsonl)")

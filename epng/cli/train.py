@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import argparse
 
+from epng.configs import list_configs
+
 HELP = "train EPNG (resumes when OUTPUT already holds a checkpoint; several processes through torchrun)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML file, e.g. configs/demo_cpu.yaml")
+    parser.add_argument(
+        "--config",
+        required=True,
+        help=f"YAML file, or the name of a bundled config ({', '.join(list_configs())}); an existing file wins",
+    )
     parser.add_argument("--output", required=True, help="run folder: checkpoints, logs, best/ and final/ models")
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=2e-4 data.root=DIR"
     )
     parser.epilog = (
-        "Multi-GPU: torchrun --nproc_per_node 4 -m epng.cli.main train --config ... --output ...\n"
+        "Multi-GPU: torchrun --nproc_per_node 4 -m epng.cli.main train --config png_r101_bert --output ...\n"
         "Re-running the same command on the same --output resumes exactly where it stopped."
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter

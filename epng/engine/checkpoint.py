@@ -151,27 +151,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
-    """``EPNG.from_pretrained(checkpoint)`` in eval mode on ``device``, never from the network;
-    a folder that is not a saved model raises :class:`CheckpointError` (with a hint to a
-    run folder's ``best/`` or ``final/``)."""
-    from epng.model import EPNG
-
-    path = Path(checkpoint)
-    if not path.is_dir():
-        raise CheckpointError(f"--checkpoint {path}: not a directory")
-    if not (path / "config.json").is_file():
-        hint = [p.name for p in (path / "best", path / "final") if (p / "config.json").is_file()]
-        raise CheckpointError(
-            f"{path}: no config.json, not an EPNG checkpoint (save_pretrained folder)"
-            + (f"; did you mean {path / hint[0]}?" if hint else "")
-        )
-    try:
-        model = EPNG.from_pretrained(str(path))
-    except CheckpointError:
-        raise
-    except Exception as err:  # a damaged safetensors file or config
-        raise CheckpointError(f"{path}: cannot load the model ({err})") from None
-    return model.to(device).eval()

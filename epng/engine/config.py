@@ -1,8 +1,9 @@
 """Training configuration: OmegaConf structured configs, YAML files + dotted overrides.
 
-``epng train --config configs/demo_cpu.yaml optim.lr=2e-4 data.image_size=320``
-merges, in order: these defaults, the YAML file, the ``key=value`` overrides.
-Unknown keys and ill-typed values are refused with the offending key named.
+``epng train --config demo_cpu optim.lr=2e-4 data.image_size=320`` merges, in order:
+these defaults, the YAML file, the ``key=value`` overrides. ``--config`` is a YAML file
+or the name of a config bundled with the package (`epng.configs`); a file that exists
+wins. Unknown keys and ill-typed values are refused with the offending key named.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from epng.configs import get_config_file, list_configs
+from epng.device import PRECISIONS
 from epng.errors import ConfigError
 
 
@@ -47,7 +50,7 @@ class OptimSection:
     grad_accum: int = 1  # optimizer step every N batches; the loss is divided by N
     clip_grad_norm: float = 0.0  # 0 = no clipping
     ema_decay: float = 0.0  # 0 = no EMA; else per-step EMA used for evaluation only
-    amp: str = "auto"  # "auto" (bf16 on CUDA), "bf16", or "none"
+    amp: str = "auto"  # an epng.device.Precision: fp32, bf16, or auto (bf16 where native); checked by load_config
 
 
 @dataclass
@@ -83,19 +86,28 @@ class TrainConfig:
 _CHOICES = {
     "data.resize": ("square", "letterbox"),
     "data.on_bad_sample": ("skip", "strict"),
-    "optim.amp": ("auto", "bf16", "none"),
+    "optim.amp": PRECISIONS,
     "run.device": ("auto", "cpu", "cuda"),
 }
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
-    """Defaults <- YAML file <- dotted ``key=value`` overrides, validated against :class:`TrainConfig`."""
+def config_file(config: str | Path) -> Path:
+    """``config`` as a YAML file: an existing file, else a bundled config name (``demo_cpu``, ``demo_cpu.yaml``)."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    if str(config).removesuffix(".yaml") in list_configs():
+        return get_config_file(str(config))
+    raise ConfigError(f"{config}: no such config file, nor a bundled config (bundled: {', '.join(list_configs())})")
+
+
+def load_config(config: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """Defaults <- YAML file (a path or a bundled name, see :func:`config_file`) <- dotted
+    ``key=value`` overrides, validated against :class:`TrainConfig`."""
+    path = None if config is None else config_file(config)
     try:
         cfg = OmegaConf.structured(TrainConfig)
         if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"{path}: config file not found")
             cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
         if overrides:
             bad = [o for o in overrides if "=" not in o]
@@ -107,7 +119,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for key, allowed in _CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
-            raise ConfigError(f"{key}={value!r}: must be one of {allowed}")
+            renamed = " ('none' is now called 'fp32')" if (key, value) == ("optim.amp", "none") else ""
+            raise ConfigError(f"{key}={value!r}: must be one of {allowed}{renamed}")
     return cfg
 
 
