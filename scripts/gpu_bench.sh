@@ -34,7 +34,8 @@ cd "$(dirname "$0")/.." || exit 2
 PY=${PYTHON:-python3}
 if [ -x .venv/bin/python ] && [ "$DEVICE" = cpu ]; then PY=.venv/bin/python; fi
 
-python3 -m pip install -q --no-deps -e . 2>/dev/null || true
+# the GPU machine gets the project installed; the dry run uses the checkout's environment as it is
+if [ "$DEVICE" = cuda ]; then python3 -m pip install -q --no-deps -e . 2>/dev/null || true; fi
 
 left() { echo $(( BUDGET - ($(date +%s) - START) )); }
 log() { echo "[gpu_bench $(( $(date +%s) - START ))s] $*" >&2; }
@@ -119,6 +120,7 @@ m = (a or b or c or {}).get("machine", {})
 cfg = (a or b or c or {}).get("config", {})
 print(f"EPNG {cfg.get('preset')} at {cfg.get('image_size')}x{cfg.get('image_size')}, random weights -- "
       f"{m.get('device_name', '?')}, torch {m.get('torch', '?')}, {m.get('date_utc', '?')}")
+print(f"CPU ISA: {', '.join(m.get('cpu_isa') or []) or '—'}")
 print(f"bf16 dense peak used: {m.get('bf16_peak_source')}\n")
 print("| case | plain fp32 | fast bf16 eager | fast bf16 + compile |")
 print("|---|---|---|---|")

@@ -9,19 +9,27 @@ import pytest
 import torch
 from torch import nn
 
-from epng.bench import harness
+from epng.bench.config import TEXT_MODES, ModelBenchConfig
 from epng.bench.harness import (
     ModuleTimer,
     PeakRSS,
     Stats,
-    bf16_peak,
+    Timed,
     count_flops,
     markdown_table,
     paired_ratio,
     percentile,
     time_interleaved,
 )
+from epng.bench.inputs import make_batch
+from epng.bench.machine import bf16_peak, isa_line, machine_info
+from epng.bench.memory import measure_cpu_memory, memory_child
+from epng.bench.report import format_results
+from epng.bench.results import BenchResults, CaseResult, FlopsResult, LatencyResult, SpeedUp, StageResult
 from epng.cli.main import build_parser, main
+from epng.data.inputs import batch_text_inputs
+from epng.device import ISA_FLAGS, cpu_flags
+from epng.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -93,11 +101,123 @@ def test_peak_rss_fields():
 
 
 def test_machine_info_and_table():
-    info = harness.machine_info("cpu")
-    for key in ("date_utc", "cpu_model", "cpu_cores", "torch", "device_name", "bf16_native"):
+    info = machine_info("cpu")
+    for key in ("date_utc", "cpu_model", "cpu_cores", "torch", "device_name", "bf16_native", "cpu_isa"):
         assert key in info
+    assert info["cpu_isa"] == [f for f in ISA_FLAGS if f in cpu_flags()]
     table = markdown_table(["a", "b"], [[1, None], ["x", 2.5]])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 |  |", "| x | 2.5 |"]
+
+
+# --------------------------------------------------------------------------- inputs, results, report
+
+
+def test_make_batch_text_tensors():
+    """Narratives of 8 word pieces, 2 phrases of 3: [CLS] w w w w w w [SEP], phrases at 1-3 and 4-6."""
+    cfg = ModelBenchConfig(image_size=32, orig_size=(24, 40), phrases=2, tokens=8)
+    b = make_batch(cfg, 2, "cpu")
+    ids = b["input_ids"]
+    assert ids.dtype == torch.long and ids.shape == (2, 8)
+    assert (ids[:, 0] == 101).all() and (ids[:, -1] == 102).all()
+    assert ((ids[:, 1:-1] >= 1000) & (ids[:, 1:-1] < 29000)).all() and not torch.equal(ids[0], ids[1])
+    spans = torch.zeros(2, 2, 8, dtype=torch.bool)
+    spans[:, 0, 1:4] = True
+    spans[:, 1, 4:7] = True
+    assert torch.equal(b["phrase_token_mask"], spans)
+    assert torch.equal(b["attention_mask"], torch.ones(2, 8, dtype=torch.long))
+    assert torch.equal(b["phrase_mask"], torch.ones(2, 2, dtype=torch.bool))
+    text = batch_text_inputs([ids[0].tolist(), ids[1].tolist()], [[[1, 2, 3], [4, 5, 6]]] * 2, 0)
+    for key, value in text._asdict().items():
+        assert b[key].dtype == value.dtype and torch.equal(b[key], value)
+    assert b["images"].shape == (2, 3, 32, 32) and b["gt_masks"].shape == (2, 2, 32, 32)
+    assert b["meta"][1] == {"phrase_indices": [0, 1], "orig_size": (24, 40), "valid_size": (32, 32)}
+    assert torch.equal(make_batch(cfg, 2, "cpu")["input_ids"], ids)  # seeded
+    with pytest.raises(ConfigError, match="too short"):
+        make_batch(ModelBenchConfig(phrases=3, tokens=10), 1, "cpu")
+
+
+def _timed(times: list[float], cpu: list[float] | None = None) -> Timed:
+    return Timed(None, [], times, cpu or [])
+
+
+def _hand_results() -> BenchResults:
+    machine = {
+        "device": "cpu",
+        "device_name": "Test CPU",
+        "cpu_cores_usable": 2,
+        "torch_threads": 1,
+        "torch": "2.x",
+        "date_utc": "2026-01-01T00:00:00Z",
+        "load_avg_1m": 0.5,
+        "cpu_isa": ["avx2", "fma"],
+        "bf16_peak_tflops": None,
+    }
+    cfg = ModelBenchConfig(preset="tiny", image_size=64, orig_size=(48, 64), batch=2, fast=True, phrases=2, tokens=12)
+    plain = {
+        "text": CaseResult(_timed([0.4, 0.2, 0.3], [0.8, 0.4, 0.6]), 2),
+        "cached": CaseResult(_timed([0.2, 0.2, 0.2]), 2),
+    }
+    fast = {
+        "text": CaseResult(_timed([0.1, 0.1, 0.2], [0.2, 0.2, 0.3]), 2),
+        "cached": CaseResult(_timed([0.1, 0.1, 0.1]), 2),
+    }
+    speedup = {mode: SpeedUp.of(plain[mode].timed, fast[mode].timed) for mode in TEXT_MODES}
+    flops = FlopsResult(visual=6 * 10**9, text=2 * 10**9, communicator=10**9, head=10**9)
+    stages = StageResult(
+        {"plain": {"visual": _timed([0.2])}, "fast": {"visual": _timed([0.1])}},
+        {"fast": {"communicator.lpa": Stats.of([0.05])}},
+    )
+    return BenchResults(
+        machine,
+        cfg,
+        params=10,
+        build_seconds=1.0,
+        labels={"plain": "plain fp32 eager", "fast": "fast (fp32)"},
+        latency=LatencyResult({"plain": plain, "fast": fast}, speedup),
+        flops={"plain": flops, "fast": flops},
+        stages=stages,
+    )
+
+
+def test_results_arithmetic_and_json():
+    d = _hand_results().to_dict()
+    ratio = d["latency"]["ratio"]["text"]
+    assert ratio["median"] == pytest.approx(0.3 / 0.1) and ratio["min"] == pytest.approx(0.2 / 0.1)
+    assert ratio["paired_median"] == pytest.approx(2.0)  # median of 4, 2, 1.5
+    assert ratio["cpu_median"] == pytest.approx(0.6 / 0.2)
+    assert d["latency"]["ratio"]["cached"]["cpu_median"] is None
+    case = d["latency"]["plain"]["text"]
+    assert case["batch"] == 2 and case["images_per_s"] == pytest.approx(2 / 0.3) and case["n"] == 3
+    assert "peak_memory_mib" not in case
+    assert d["flops"]["fast"] == {
+        "visual": 6e9,
+        "text": 2e9,
+        "communicator": 1e9,
+        "head": 1e9,
+        "total_text": 10e9,
+        "total_cached": 8e9,
+    }
+    achieved = d["achieved"]["latency"]["fast"]["cached"]  # 8 GFLOPs x 20 images/s
+    assert achieved == {"tflops": pytest.approx(0.16), "fraction_of_peak": None}
+    assert d["stages"]["fast"]["communicator.lpa"]["median"] == 0.05 and "communicator.lpa" not in d["stages"]["plain"]
+    assert d["config"]["precision"] == "auto" and "throughput" not in d and "train" not in d
+    assert ModelBenchConfig.from_dict(json.loads(json.dumps(d["config"]))) == _hand_results().config
+
+
+def test_report_tables_and_isa_line():
+    results = _hand_results()
+    lines = format_results(results).splitlines()
+    assert lines[0].startswith("**tiny** (random weights), input 64², original 48×64")
+    assert lines[1] == "CPU ISA: avx2, fma"
+    assert lines[2:4] == ["- plain: plain fp32 eager", "- fast: fast (fp32)"]
+    assert "| latency, batch 2, text encoder run (ms, median / p90) | 300 / 380 | 100 / 180 | 3.00× |" in lines
+    assert "|   process CPU time per call (ms, median) | 600 | 200 | 3.00× |" in lines
+    assert "| GFLOPs / image (text encoder run) | 10.0 | 10.0 |  |" in lines
+    assert "| achieved TFLOP/s (latency, cached text) | 0.08 | 0.16 |  |" in lines
+    assert "| backbone + FPN + fusion | 200 | 100 | 2.00× |" in lines
+    assert "|   of which LPA | — | 50.0 | — |" in lines
+    results.machine["cpu_isa"] = []
+    assert format_results(results).splitlines()[1] == "CPU ISA: none of " + ", ".join(ISA_FLAGS)
 
 
 # --------------------------------------------------------------------------- the command
@@ -108,6 +228,7 @@ def test_cli_registered():
     args = parser.parse_args(["bench", "--fast", "--device", "cpu", "--orig-size", "240x320"])
     assert args.fast and args.orig_size == (240, 320) and args.preset == "epng_r101_bert" and not args.text_bf16
     assert parser.parse_args(["bench", "--fast", "--text-bf16"]).text_bf16
+    assert args.precision == "auto" and parser.parse_args(["bench", "--precision", "bf16"]).precision == "bf16"
 
 
 def test_bench_end_to_end_tiny(tmp_path, capsys):
@@ -143,6 +264,7 @@ def test_bench_end_to_end_tiny(tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "speed-up (plain/fast)" in text and "training step" in text and "masks at original size" in text
+    assert text.splitlines()[1] == isa_line(json.loads(out.read_text())["machine"])
     res = json.loads(out.read_text())
     assert res["machine"]["cpu_model"] and res["config"]["preset"] == "epng_lite0_minilm"
     for kind in ("latency", "throughput"):
@@ -167,14 +289,20 @@ def test_bench_end_to_end_tiny(tmp_path, capsys):
 
 
 def test_memory_child_in_process():
-    """The CPU peak-memory case (normally run in a fresh subprocess) returns its fields."""
-    from dataclasses import asdict
-
-    from epng.bench.model_bench import ModelBenchConfig, _memory_child
-
+    """The CPU peak-memory case (normally run in a fresh subprocess) returns the `PeakRSS` fields."""
     cfg = ModelBenchConfig(preset="epng_lite0_minilm", image_size=64, phrases=2, tokens=12)
-    res = _memory_child({"cfg": json.loads(json.dumps(asdict(cfg))), "path": "fast", "batch": 1, "mode": "text"})
-    assert res["peak_rss_mib"] > 0 and "extra_mib" in res
+    res = memory_child({"cfg": json.loads(json.dumps(cfg.to_dict())), "path": "fast", "batch": 1, "mode": "text"})
+    assert res["peak_rss_mib"] > 0 and res["peak_rss_mib"] >= res["start_rss_mib"] and "extra_mib" in res
+
+
+@pytest.mark.slow
+def test_memory_child_subprocess():
+    """The parent runs the case as ``python -m epng.bench.memory --memory-child SPEC`` and parses its line."""
+    cfg = ModelBenchConfig(preset="epng_lite0_minilm", image_size=64, phrases=2, tokens=12, fast_only=True)
+    res = measure_cpu_memory(cfg, 1)
+    assert set(res) == {"fast"}
+    assert res["fast"].error is None and res["fast"].peak_rss_mib > 0 and res["fast"].extra_mib is not None
+    assert set(res["fast"].to_dict()) == {"peak_rss_mib", "start_rss_mib", "extra_mib", "method"}
 
 
 def test_loader_bench(tmp_path, capsys):
@@ -205,7 +333,8 @@ def test_loader_bench(tmp_path, capsys):
     assert res["split"] == "train2017" and res["narratives"] >= 1
     assert set(res["workers"]) == {"0", "1"}
     assert res["workers"]["0"]["first_batch_images"] == 2
-    assert "images/s" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "images/s" in text and text.splitlines()[1].startswith("CPU ISA: ")
 
 
 def test_bad_arguments_exit_2(capsys):

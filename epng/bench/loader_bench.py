@@ -13,7 +13,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from epng.bench.harness import machine_info, markdown_table
+from epng.bench.harness import markdown_table
+from epng.bench.machine import isa_line, machine_info
 
 
 def pick_split(root: str | Path, split: str | None) -> str:
@@ -122,6 +123,8 @@ def format_loader(results: dict) -> str:
     )
     return (
         head
+        + "\n"
+        + isa_line(results["machine"])
         + "\n\n"
         + markdown_table(["workers", "first batch (s)", "images timed", "images/s", "images/s per worker"], rows)
     )

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "benchmark a preset (random weights): latency, throughput, stages, FLOPs, memory, train step; --fast compares with the fast path"
+from epng.device import PRECISIONS
+
+HELP = (
+    "benchmark a preset (random weights): latency, throughput, stages, FLOPs, memory, train step; "
+    "--fast compares with the fast path"
+)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -47,10 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fast", action="store_true", help="also run the fast path, side by side, with ratios")
     parser.add_argument("--fast-only", action="store_true", help="run only the fast path")
     parser.add_argument(
-        "--dtype",
-        choices=("auto", "bf16", "fp32"),
+        "--precision",
+        choices=PRECISIONS,
         default="auto",
-        help="fast path precision (auto: bf16 where the device has it natively)",
+        help="fast path precision: fp32, bf16, or auto: bf16 where the device computes it natively (default auto)",
     )
     parser.add_argument("--no-channels-last", action="store_true", help="fast path: keep NCHW convolutions")
     parser.add_argument(
@@ -126,8 +131,10 @@ def run(args: argparse.Namespace) -> int:
         )
         print(format_loader(results))
     else:
-        from epng.bench.model_bench import ModelBenchConfig, format_results, run_model_bench
-        from epng.engine.fast_inference import COMPILE_SCOPES
+        from epng.bench.config import ModelBenchConfig
+        from epng.bench.model_bench import run_model_bench
+        from epng.bench.report import format_results
+        from epng.inference import COMPILE_SCOPES
         from epng.model import list_presets
 
         if args.preset not in list_presets():
@@ -154,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
             tokens=args.tokens,
             fast=args.fast or args.compile,
             fast_only=args.fast_only,
-            dtype=args.dtype,
+            precision=args.precision,
             channels_last=not args.no_channels_last,
             fold_bn=not args.no_fold_bn,
             text_bf16=args.text_bf16,
@@ -172,14 +179,15 @@ def run(args: argparse.Namespace) -> int:
             deadline_seconds=args.deadline,
         )
 
-        def save(partial: dict) -> None:  # after every phase: a run cut short keeps what it measured
+        def save(partial) -> None:  # after every phase: a run cut short keeps what it measured
             if args.json:
                 path = Path(args.json)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps({**partial, "partial": True}, indent=2, default=str) + "\n")
+                path.write_text(json.dumps({**partial.to_dict(), "partial": True}, indent=2, default=str) + "\n")
 
-        results = run_model_bench(cfg, on_progress=save)
-        print(format_results(results))
+        bench = run_model_bench(cfg, on_progress=save)
+        print(format_results(bench))
+        results = bench.to_dict()
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
