@@ -198,14 +198,15 @@ def test_nonfinite_losses_stop_the_run_with_the_last_good_checkpoint(synth_datas
 
 
 def test_training_precision_is_fp32_bf16_or_auto():
-    from epng.engine.config import PRECISIONS, load_config
-    from epng.engine.precision import autocast_for
+    from epng.device import PRECISIONS, autocast, bf16_supported
+    from epng.engine.config import load_config
     from epng.errors import ConfigError
 
-    assert PRECISIONS == ("fp32", "bf16", "auto")
-    for amp, autocast_on_cpu in (("fp32", False), ("bf16", True), ("auto", False)):
+    assert set(PRECISIONS) == {"fp32", "bf16", "auto"}
+    native = bf16_supported("cpu")  # "auto": bf16 exactly where the CPU computes it natively
+    for amp, autocast_on_cpu in (("fp32", False), ("bf16", True), ("auto", native)):
         assert load_config(overrides=[f"optim.amp={amp}"]).optim.amp == amp
-        with autocast_for(amp, torch.device("cpu")):
+        with autocast(amp, torch.device("cpu")):
             assert torch.is_autocast_enabled("cpu") == autocast_on_cpu, amp
     with pytest.raises(ConfigError, match=r"optim.amp='none'.*\('none' is now called 'fp32'\)"):
         load_config(overrides=["optim.amp=none"])
