@@ -132,6 +132,32 @@ def test_predict_writes_one_mask_per_phrase_at_image_size(checkpoint, picture, t
         assert d["file"] == str(m) and d["pixels"] == int((np.asarray(Image.open(m)) > 0).sum())
 
 
+def test_a_plain_caption_grounds_the_extracted_noun_phrases(checkpoint, picture, capsys, tmp_path):
+    from epng.data.phrases import extract_phrases
+
+    caption = "In this picture we can see two dogs on the grass and a red ball."
+    result = Predictor.from_pretrained(checkpoint, device="cpu", precision="fp32").predict(caption, image=picture)
+    expected = extract_phrases(caption)
+    assert result.phrase_source == "extracted" and result.caption == caption
+    assert result.phrases == [p.text for p in expected] == ["picture", "two dogs", "grass", "red ball"]
+    assert result.spans == [(p.start, p.end) for p in expected] and result.masks.shape == (4, 50, 90)
+    code, out, _ = run_cli(
+        [
+            "predict",
+            "--checkpoint",
+            str(checkpoint),
+            "--image",
+            str(picture),
+            "--caption",
+            caption,
+            "--output",
+            str(tmp_path),
+        ],
+        capsys,
+    )
+    assert code == 0 and [json.loads(line)["source"] for line in out.splitlines()] == ["extracted"] * 4
+
+
 def test_predict_has_a_default_output_folder_and_a_version(checkpoint, picture, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, _ = run_cli(
@@ -179,7 +205,7 @@ def test_predictor_masks_equal_the_model_run_by_hand(checkpoint, picture, tiny_m
     "extra, message",
     [
         (["--caption", "   "], "the caption is empty"),
-        (["--caption", "a dog on the grass"], "no phrase"),
+        (["--caption", "It is over there."], "no noun phrase found in the caption"),
         (["--caption", "a dog", "--phrase", "cat"], "phrase 'cat' does not occur in the caption"),
         (["--caption", "a [dog"], "unbalanced square brackets"),
         (["--caption", "word " * 600 + "[dog]"], "too long for the text encoder"),

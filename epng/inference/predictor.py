@@ -8,7 +8,8 @@
     masks = predictor.predict_torch(batch)                # a collated batch -> per sample (P_b, h, w) bool
 
 Phrases are marked in the caption with square brackets, or given as a list (each must
-occur in the caption; the first occurrence is used). Every caller -- `epng predict`,
+occur in the caption; the first occurrence is used); a plain caption grounds the noun
+phrases `epng.data.phrases.extract_phrases` finds. Every caller -- `epng predict`,
 `evaluate`, `res-eval`, `bench` and training's validation -- runs through these stages:
 ``encode_image`` -> ``encode_text`` -> ``communicate`` -> ``head`` -> ``postprocess``, with
 the precision and fast-path preparation of one `InferenceOptions`.
@@ -49,7 +50,7 @@ class Prediction:
     caption: str
     phrases: list[str]
     spans: list[tuple[int, int]]  # character spans in ``caption``
-    phrase_source: str  # "brackets" | "list": where the phrases came from
+    phrase_source: str  # "brackets" | "list" | "extracted": where the phrases came from
     probabilities: np.ndarray  # (P, h, w) float32
     masks: np.ndarray  # (P, h, w) bool: probabilities > threshold
     image: np.ndarray  # (h, w, 3) uint8, the image the masks belong to
@@ -227,14 +228,23 @@ class Predictor:
         self._image = None
 
     def _phrase_spans(self, caption: str, phrases: Sequence[str] | None) -> tuple[str, list[tuple[int, int]], str]:
+        """(caption without brackets, phrase spans, where they came from): the given list, the
+        [bracketed] phrases, or else the noun phrases `extract_phrases` finds."""
         if not isinstance(caption, str) or not caption.strip():
             raise ConfigError("the caption is empty")
         if phrases:
             return caption, locate_phrases(caption, phrases), "list"
         caption, spans = parse_bracketed(caption)
+        if spans:
+            return caption, spans, "brackets"
+        from epng.data.phrases import extract_phrases  # spaCy loads on first use only
+
+        spans = [(p.start, p.end) for p in extract_phrases(caption)]
         if not spans:
-            raise ConfigError('no phrase: mark phrases in the caption with [square brackets] or give --phrase "..."')
-        return caption, spans, "brackets"
+            raise ConfigError(
+                'no noun phrase found in the caption: mark phrases with [brackets] or give --phrase "..."'
+            )
+        return caption, spans, "extracted"
 
     def predict(
         self,
