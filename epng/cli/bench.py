@@ -13,10 +13,7 @@ import argparse
 
 from epng.device import PRECISIONS
 
-HELP = (
-    "benchmark a preset (random weights): latency, throughput, stages, FLOPs, memory, train step; "
-    "--fast compares with the fast path"
-)
+HELP = "measure speed and memory of a preset (random weights); --fast puts the fast path side by side"
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -6,8 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-HELP = "synthetic benchmark -> train the bundled demo_cpu config -> evaluate: metrics, curve and overlays in one folder"
-
+HELP = "run the whole pipeline on a CPU: synthetic benchmark, training, evaluation"
 DEFAULT_CONFIG = "demo_cpu"  # bundled with the package (epng.configs)
 
 

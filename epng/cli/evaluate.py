@@ -6,8 +6,7 @@ import argparse
 
 from epng.cli.inference_args import add_inference_arguments, load_predictor
 
-HELP = "run a checkpoint over a benchmark split: predictions.jsonl, metrics.json, recall curve, overlays"
-
+HELP = "run a checkpoint over a benchmark split and score it (predictions, metrics, curve, overlays)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a saved model folder (e.g. a run's best/)")

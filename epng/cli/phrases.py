@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "print the noun phrases found in a caption, one JSON object per line ({text, start, end})"
-
+HELP = "print the noun phrases of a caption, one JSON object per line"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--caption", required=True, metavar="TEXT", help="the narrative to extract noun phrases from")

@@ -6,8 +6,7 @@ import argparse
 
 from epng.cli.inference_args import add_inference_arguments, load_predictor
 
-HELP = "segment the phrases of your own caption in your own image"
-
+HELP = "ground the noun phrases of your own narrative in your own image"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a saved model folder (e.g. a run's best/)")

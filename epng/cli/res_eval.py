@@ -7,8 +7,7 @@ import argparse
 from epng.cli.inference_args import add_inference_arguments, load_predictor
 from epng.data.options import RESIZE_MODES
 
-HELP = "zero-shot referring expression segmentation of a checkpoint on RefCOCO/RefCOCO+/RefCOCOg (refer layout)"
-
+HELP = "score a checkpoint zero-shot on RefCOCO / RefCOCO+ / RefCOCOg (referring expressions)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="DIR", help="EPNG checkpoint (a save_pretrained folder)")

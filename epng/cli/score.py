@@ -6,7 +6,6 @@ import argparse
 
 HELP = "score a predictions file (JSON Lines, one COCO RLE per grounded phrase) with the PNG metric"
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", required=True, help="benchmark root (holds annotations/ and images/)")
     parser.add_argument("--split", default="val2017", help="split to score against (default: %(default)s)")

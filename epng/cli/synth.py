@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "Generate a synthetic PNG benchmark (coloured shapes on textured stuff, with narratives) in the real layout."
-
+HELP = "generate a synthetic benchmark (shapes on textured stuff, with narratives) in the real layout"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="benchmark root to write (images/, annotations/)")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Generate a synthetic referring-expression dataset (refs(<split_by>).p + instances.json + train2014 images)."
-
+HELP = "generate a synthetic referring-expression dataset in the refer layout"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

@@ -6,8 +6,7 @@ import argparse
 
 from epng.configs import list_configs
 
-HELP = "train EPNG (resumes when OUTPUT already holds a checkpoint; several processes through torchrun)"
-
+HELP = "train EPNG (resumes when --output holds a checkpoint; several processes through torchrun)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
