@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "res-eval": "epng.cli.res_eval",
     "bench": "epng.cli.bench",
     "phrases": "epng.cli.phrases",
+    "app": "epng.cli.app",
 }
 
 
