@@ -54,7 +54,7 @@ def mask_outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
 def composite(
     image: np.ndarray,
     masks: np.ndarray,
-    alpha: float = 0.45,
+    alpha: float = 0.5,
     outline: int = 2,
     colours: Sequence[int] | None = None,
 ) -> np.ndarray:
@@ -71,9 +71,11 @@ def composite(
     return np.round(out * 255.0).astype(np.uint8)
 
 
-def _caption_pieces(caption: str, spans: Sequence[tuple[int, int]]) -> list[tuple[str, int | None]]:
-    """Split ``caption`` into (text, phrase index or None) pieces by the phrases' character spans."""
-    order = sorted(range(len(spans)), key=lambda k: spans[k][0])
+def caption_pieces(caption: str, spans: Sequence[tuple[int, int]]) -> list[tuple[str, int | None]]:
+    """Split ``caption`` into (text, phrase index or None) pieces by the phrases' character spans;
+    where spans overlap, the earlier-starting phrase keeps the shared characters (a phrase
+    left with none is left out)."""
+    order = sorted(range(len(spans)), key=lambda k: spans[k])
     pieces, pos = [], 0
     for k in order:
         start, end = spans[k]
@@ -189,7 +191,7 @@ def render_phrase_overlay(
     margin, line_px = 8.0, FONT_SIZE * 1.9
     fig = _figure(img_w, img_h)
     prop = FontProperties(size=FONT_SIZE)
-    lines = _layout_words(_caption_pieces(caption, spans), img_w - 2 * margin, fig.canvas.get_renderer(), prop)
+    lines = _layout_words(caption_pieces(caption, spans), img_w - 2 * margin, fig.canvas.get_renderer(), prop)
     text_h = math.ceil(2 * margin + len(lines) * line_px)
     fig.set_size_inches(img_w / DPI, (img_h + text_h) / DPI)
     ax = fig.add_axes((0.0, 0.0, 1.0, img_h / (img_h + text_h)))

@@ -19,8 +19,9 @@ from helpers_app import (
     tiny_checkpoint,
 )
 
-from epng.app.render import composite, phrase_colours
+from epng.app.render import phrase_colours
 from epng.inference import Predictor
+from epng.viz import composite
 
 THRESHOLD = 0.35  # typed into the page after grounding at the default 0.5
 
@@ -62,7 +63,7 @@ def test_ground_in_a_headless_browser(tmp_path):
         np.testing.assert_array_equal(lowered, composite(expected.image, masks))
         k = 1
         only = show_phrase_in_browser(driver, k)
-        np.testing.assert_array_equal(only, composite(expected.image, masks[k : k + 1], colours[k : k + 1]))
+        np.testing.assert_array_equal(only, composite(expected.image, masks[k : k + 1], colours=[k]))
         assert len(model_calls) == 1  # the redraws did not run the model
         shot = save_full_page(driver, tmp_path / "app.png")
     assert shot.stat().st_size > 0

@@ -18,9 +18,10 @@ gradio_client = pytest.importorskip("gradio_client")
 from helpers_app import served_app, synthetic_scene, tiny_checkpoint  # noqa: E402
 
 from epng.app.grounding import GENERIC_ERROR  # noqa: E402
-from epng.app.render import composite, phrase_colours  # noqa: E402
+from epng.app.render import phrase_colours  # noqa: E402
 from epng.app.server import SHOW_ALL, overlay  # noqa: E402
 from epng.inference import Predictor  # noqa: E402
+from epng.viz import composite  # noqa: E402
 
 REQUESTS = [  # (picture, narrative, threshold): two pictures interleaved, so a mixed-up image state shows
     (0, "A [red diamond] lies below the [sky].", 0.5),
@@ -32,6 +33,7 @@ REQUESTS = [  # (picture, narrative, threshold): two pictures interleaved, so a 
     (0, "At the bottom there is a [small purple diamond] and the [road].", 0.5),
     (1, "In the background we can see a [road].", 0.45),
     (0, "[Sky], [star], [circle] and [diamond].", 0.55),
+    (1, "There is a small green square on the road.", 0.5),  # no brackets: the extracted noun phrases
 ]
 
 # gradio's queue calls pandas options that pandas deprecates: not this project's warnings
@@ -91,7 +93,7 @@ def test_overlay_rethresholds_and_shows_one_phrase(setup):
     masks = prediction.probabilities > thr
     np.testing.assert_array_equal(overlay(prediction, thr), composite(prediction.image, masks))
     only = overlay(prediction, thr, 1)
-    np.testing.assert_array_equal(only, composite(prediction.image, masks[1:2], phrase_colours(2)[1:2]))
+    np.testing.assert_array_equal(only, composite(prediction.image, masks[1:2], colours=[1]))
     assert overlay(None, 0.5) is None
 
 
@@ -105,7 +107,7 @@ def big_png(path: Path) -> Path:
     [
         ("no image", "no image: upload a picture or pick an example first"),
         ("empty text", "the narrative is empty"),
-        ("no phrase", "no phrase"),
+        ("no phrase", "no noun phrase found"),
         ("unbalanced", "unbalanced square brackets"),
         ("not an image", "notes.png: not an image this app can read"),
         ("huge image", "huge.png: the image is 4200 x 4100 pixels; the app accepts at most 16.8 megapixels"),
@@ -122,7 +124,7 @@ def test_bad_input_gets_a_readable_message_and_the_server_lives_on(setup, case, 
     elif case == "empty text":
         text = "   "
     elif case == "no phrase":
-        text = "a red circle on the road"
+        text = "It is over there."  # no noun phrase to extract
     elif case == "unbalanced":
         text = "a [red circle"
     elif case == "not an image":

@@ -16,9 +16,10 @@ import numpy as np
 
 from epng.app.examples import Example, load_examples
 from epng.app.grounding import Grounder, user_message
-from epng.app.render import colour_map, composite, highlight_segments, phrase_colours
+from epng.app.render import colour_map, highlight_segments
 from epng.errors import EPNGError
 from epng.inference import Prediction, Predictor
+from epng.viz import composite
 
 log = logging.getLogger("epng.app")
 
@@ -46,10 +47,9 @@ def overlay(prediction: Prediction | None, threshold: float, show: int = SHOW_AL
     if prediction is None:
         return None
     masks = prediction.probabilities > threshold  # (P, h, w)
-    colours = phrase_colours(len(masks))
     if show != SHOW_ALL and 0 <= show < len(masks):
-        masks, colours = masks[show : show + 1], colours[show : show + 1]
-    return composite(prediction.image, masks, colours)
+        return composite(prediction.image, masks[show : show + 1], colours=[show])
+    return composite(prediction.image, masks)
 
 
 def show_choices(phrases: Sequence[str]) -> list[tuple[str, int]]:
