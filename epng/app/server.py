@@ -28,8 +28,9 @@ MAX_FILE_SIZE = "50mb"
 TITLE = "EPNG: ground a narrative in an image"
 INTRO = (
     "# EPNG: ground a narrative in an image\n"
-    "Upload a picture (or pick an example below), write a narrative and mark the phrases to ground "
-    "with square brackets, e.g. `a [red circle] on the [grass]`, then press **Ground**. "
+    "Upload a picture (or pick an example below), write a narrative and press **Ground**: its noun "
+    "phrases are found for you. To ground only some, mark them with square brackets, e.g. "
+    "`a [red circle] on the grass`. "
     "Each phrase's mask is drawn in the colour its words are highlighted in; click a phrase "
     "(or choose it under *Show*) to see its mask alone."
 )
