@@ -1,8 +1,8 @@
-"""Decoding JPEG/PNG image files into uint8 RGB tensors (torchvision)."""
+"""Decoding JPEG/PNG image files into uint8 RGB tensors (torchvision), their size checked first
+(:func:`epng.io.image_header.open_image_header`)."""
 
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 
@@ -10,15 +10,20 @@ import torch
 from torchvision.io import ImageReadMode, decode_image, read_file
 
 from epng.errors import DataError
+from epng.io.image_header import first_line, open_image_header
+from epng.io.limits import InputLimits
 
 
-def decode_image_file(path: str | Path) -> torch.Tensor:
+def decode_image_file(path: str | Path, limits: InputLimits | None = None) -> torch.Tensor:
     """Decode a JPEG/PNG file into a ``(3, h, w)`` uint8 RGB tensor (gray is expanded).
 
-    Raises :class:`DataError` naming the file when it is missing or cannot be decoded.
+    Raises :class:`DataError` naming the file when it is missing, cannot be decoded, or is
+    over the input limits (checked on its header first, see :func:`open_image_header`).
     EXIF orientation is not applied: annotations refer to the stored pixel grid.
     """
     path = Path(path)
+    with open_image_header(path, limits) as header:
+        declared = (header.height, header.width)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -33,14 +38,7 @@ def decode_image_file(path: str | Path) -> torch.Tensor:
             warnings.simplefilter("ignore", DeprecationWarning)
             image = decode_image(data, mode=ImageReadMode.RGB)
     except (RuntimeError, ValueError) as err:
-        raise DataError(f"{path}: corrupt or unsupported image ({_first_line(err)})") from None
-    if image.ndim != 3 or image.shape[0] != 3 or image.shape[1] < 1 or image.shape[2] < 1:
-        raise DataError(f"{path}: decoded to an unexpected shape {tuple(image.shape)}")
+        raise DataError(f"{path}: corrupt or unsupported image ({first_line(err)})") from None
+    if image.ndim != 3 or image.shape[0] != 3 or tuple(image.shape[1:]) != declared:
+        raise DataError(f"{path}: decoded to {tuple(image.shape)}, but its header declares {declared[0]}x{declared[1]}")
     return image
-
-
-def _first_line(err: Exception) -> str:
-    """The readable part of a decoder error (torchvision prefixes "fn, /path/file.cpp:NN, ")."""
-    text = str(err).strip()
-    text = text.splitlines()[0] if text else type(err).__name__
-    return re.sub(r"^\w+, \S+:\d+, ", "", text)
