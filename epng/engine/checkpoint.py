@@ -168,18 +168,32 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     try:
         model_state = load_file(files["model"])
     except Exception as err:  # safetensors raises several error types on damaged files
-        raise CheckpointError(f"{files['model']}: unreadable ({err})") from None
+        raise CheckpointError(f"{files['model']}: unreadable ({_first_line(err)})") from None
     ema_state = None
     if (path / EMA_FILE).is_file():
         try:
             ema_state = load_file(path / EMA_FILE)
         except Exception as err:
-            raise CheckpointError(f"{path / EMA_FILE}: unreadable ({err})") from None
+            raise CheckpointError(f"{path / EMA_FILE}: unreadable ({_first_line(err)})") from None
     try:
         trainer_state = torch.load(files["state"], map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{files['state']}: unreadable ({err})") from None
-    return LoadedCheckpoint(path, int(trainer_state["step"]), model_state, ema_state, trainer_state)
+        raise CheckpointError(f"{files['state']}: unreadable ({_first_line(err)})") from None
+    _check_trainer_state(trainer_state, files["state"])
+    return LoadedCheckpoint(path, trainer_state["step"], model_state, ema_state, trainer_state)
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _check_trainer_state(state: object, file: Path) -> None:
+    """A trainer state is a dict with an integer step (the rest is checked when it is restored)."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file}: not a trainer state (a {type(state).__name__})")
+    if not isinstance(state.get("step"), int) or isinstance(state.get("step"), bool):
+        raise CheckpointError(f"{file}: no integer 'step'")
 
 
 def load_latest_checkpoint(output_dir: Path) -> LoadedCheckpoint | None:

@@ -33,7 +33,7 @@ from epng.engine.train_data import TrainData
 from epng.engine.train_hooks import Checkpointer, Every, RunLog, TrainLogger, Validator
 from epng.engine.train_state import TrainState, new_train_state, restore_train_state
 from epng.engine.train_step import StepOptions, StepSetup, train_step
-from epng.errors import EPNGError
+from epng.errors import CheckpointError, EPNGError
 from epng.io.limits import using_limits
 from epng.losses import EPNGCriterion
 from epng.model import EPNG, build_epng
@@ -170,7 +170,14 @@ def resume(state: TrainState, out: Path, ctx: DistContext, log: RunLog) -> None:
     loaded = ckpt.load_latest_checkpoint(out)
     if loaded is None:
         return
-    restore_train_state(state, loaded, ctx.rank)
+    try:
+        restore_train_state(state, loaded, ctx.rank)
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as err:
+        why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        raise CheckpointError(
+            f"{loaded.path}: does not fit this run's model or optimizer ({why}); "
+            "resume with the config that wrote it, or use a new --output"
+        ) from None
     if ctx.is_main:
         print(f"resuming from {loaded.path} (step {state.step}, epoch {state.epoch}, batch {state.batch_in_epoch})")
     log.event("resume", step=state.step, checkpoint=str(loaded.path))
