@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the current optimizer step, writes a checkpoint and exits with status 143; re-run to resume.\n"
         "Partial checkpoint folders left by a kill during a write are removed when the run starts.\n"
         "Exit status: 0 finished, 143 preempted (checkpoint written), 2 bad input or configuration,\n"
-        "130 interrupted (Ctrl-C)."
+        "130 interrupted (Ctrl-C).\n"
+        "Input limits (image pixels, caption length, file sizes): limits.NAME=N or EPNG_<NAME>=N."
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
