@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+import epng.io.limits
 from epng.cli.main import main
 from epng.data.dataset import PNGDataset, SkippedSample
 from epng.data.items import validate_items
@@ -191,7 +192,10 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-def test_epng_predict_and_score_refuse_with_one_line_and_exit_2(tmp_path, tiny_checkpoint, capsys, synthetic):
+def test_epng_predict_and_score_refuse_with_one_line_and_exit_2(
+    tmp_path, tiny_checkpoint, capsys, synthetic, monkeypatch
+):
+    monkeypatch.setattr(epng.io.limits, "_active", None)  # --limit sets this process's limits: undone after the test
     bomb = bomb_png(tmp_path / "bomb.png")
     args = ["predict", "--checkpoint", str(tiny_checkpoint), "--image", str(bomb), "--caption", "a [cat]"]
     assert main([*args, "--output", str(tmp_path / "out"), "--device", "cpu"]) == 2
