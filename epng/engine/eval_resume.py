@@ -96,22 +96,27 @@ class EvalProgress:
         a fresh start (any earlier progress file removed)."""
         out_dir = Path(out_dir)
         progress = cls(out_dir, identity, enabled=not ctx.enabled)
+        if not progress.enabled:
+            if ctx.is_main:
+                progress.path.unlink(missing_ok=True)
+            return progress
         predictions = out_dir / PREDICTIONS_FILE
         try:
             saved = json.loads(progress.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             saved = None
         usable = (
-            progress.enabled
-            and isinstance(saved, dict)
+            isinstance(saved, dict)
             and saved.get("identity") == identity
             and isinstance(saved.get("batches_done"), int)
             and isinstance(saved.get("predictions_bytes"), int)
+            and isinstance(saved.get("overlays", []), list)
+            and min(saved["batches_done"], saved["predictions_bytes"]) >= 0
             and predictions.is_file()
             and predictions.stat().st_size >= saved["predictions_bytes"]
         )
         if not usable:
-            if saved is not None and ctx.is_main:
+            if saved is not None:
                 print(f"{progress.path}: from another evaluation (or damaged): starting over")
             progress.path.unlink(missing_ok=True)
             return progress
