@@ -26,6 +26,11 @@ class BadItemError(DataError):
         self.path = path
 
 
+class InputLimitError(DataError):
+    """An input over one of the bounds of :mod:`epng.io.limits` (refused before it is decoded
+    or parsed); the message names the file (or the argument) and the limit."""
+
+
 class PredictionError(EPNGError, ValueError):
     """A malformed predictions file; the message names the line."""
 

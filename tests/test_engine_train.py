@@ -1,9 +1,11 @@
-"""Training engine: exact resume after SIGKILL, damaged checkpoints, torchrun parity, faults."""
+"""Training engine: exact resume after SIGKILL and SIGTERM, partial checkpoints swept, damaged
+checkpoints, torchrun parity and elastic restarts, faults."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -56,10 +58,31 @@ def log_records(run: Path, event: str | None = None) -> list[dict]:
     return [r for r in records if event is None or r["event"] == event]
 
 
-def test_sigkill_and_resume_equals_uninterrupted_run(synth_dataset, tmp_path):
-    args = overrides(synth_dataset, **{"run.max_steps": 8, "optim.epochs": 10})
-    straight, broken = tmp_path / "straight", tmp_path / "broken"
-    subprocess.run(train_cmd(straight, args), check=True, env=env(), capture_output=True)
+RESUME_ARGS = {"run.max_steps": 8, "optim.epochs": 10}  # the runs that are interrupted and resumed
+
+
+@pytest.fixture(scope="module")
+def straight_run(synth_dataset, tmp_path_factory) -> Path:
+    """An uninterrupted run with RESUME_ARGS: what every interrupted and resumed run must end equal to."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    subprocess.run(train_cmd(out, overrides(synth_dataset, **RESUME_ARGS)), check=True, env=env(), capture_output=True)
+    return out
+
+
+def assert_same_weights(a_run: Path, b_run: Path) -> None:
+    a, b = weights(a_run), weights(b_run)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def partial_folders(run: Path) -> list[str]:
+    return sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(ckpt.TMP_PREFIX))
+
+
+def test_sigkill_and_resume_equals_uninterrupted_run(synth_dataset, tmp_path, straight_run):
+    args = overrides(synth_dataset, **RESUME_ARGS)
+    broken = tmp_path / "broken"
 
     proc = subprocess.Popen(train_cmd(broken, args), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -73,12 +96,51 @@ def test_sigkill_and_resume_equals_uninterrupted_run(synth_dataset, tmp_path):
 
     resumed = subprocess.run(train_cmd(broken, args), check=True, env=env(), capture_output=True, text=True)
     assert "resuming from" in resumed.stdout
-    a, b = weights(straight), weights(broken)
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    assert_same_weights(straight_run, broken)
     steps = [r["step"] for r in log_records(broken, "train")]
     assert steps[-1] == 8
+    assert partial_folders(broken) == []
+
+
+def test_sigterm_stops_with_a_checkpoint_and_resumes_to_the_same_weights(synth_dataset, tmp_path, straight_run):
+    """SIGTERM at a random moment after the first logged step: the run checkpoints the step it
+    was at and exits 143; the re-run sweeps a partial folder left by a killed write (and only
+    that) and ends with the weights of the uninterrupted run, bit for bit."""
+    args = overrides(synth_dataset, **RESUME_ARGS)
+    out = tmp_path / "preempted"
+    proc = subprocess.Popen(
+        train_cmd(out, args), env=env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    deadline = time.time() + 240
+    while not (out / "log.jsonl").exists() or not log_records(out, "train"):
+        assert proc.poll() is None and time.time() < deadline, "the run ended before its first step was logged"
+        time.sleep(0.01)
+    time.sleep(random.Random(12).uniform(0.0, 2.0))
+    assert proc.poll() is None, "the run finished before it could be preempted"
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 143
+    assert not (out / "final").exists()
+    [stop] = log_records(out, "preempted")
+    assert stop["signal"] == "SIGTERM" and 1 <= stop["step"] < 8
+    assert stop["checkpoint"] == str(out / "checkpoints" / f"step_{stop['step']:08d}")
+    assert ckpt.load_latest_checkpoint(out).step == stop["step"]
+    assert log_records(out, "train")[-1]["step"] == stop["step"]
+    assert f"preempted (SIGTERM) at step {stop['step']}" in stdout
+
+    # what a process killed while writing a checkpoint leaves, and two folders that are not ours
+    (out / "checkpoints" / ".tmp_step_00000009_k2x_9abc").mkdir()
+    (out / "checkpoints" / ".tmp_step_00000009_k2x_9abc" / "model.safetensors").write_bytes(b"half")
+    (out / "checkpoints" / ".tmp_notes").mkdir()
+    (out / "checkpoints" / "mine").mkdir()
+    resumed = subprocess.run(train_cmd(out, args), check=True, env=env(), capture_output=True, text=True)
+    assert "removed 1 partial checkpoint folder(s) left by interrupted writes: .tmp_step_00000009_k2x_9abc" in (
+        resumed.stdout
+    )
+    assert log_records(out, "swept")[0]["removed"] == [str(out / "checkpoints" / ".tmp_step_00000009_k2x_9abc")]
+    assert f"step_{stop['step']:08d}" in resumed.stdout
+    assert_same_weights(straight_run, out)
+    assert partial_folders(out) == [".tmp_notes"] and (out / "checkpoints" / "mine").is_dir()
 
 
 def test_damaged_checkpoint_is_reported_and_the_previous_one_used(synth_dataset, tmp_path):
@@ -130,44 +192,83 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_torchrun_matches_one_process(synth_dataset, tmp_path):
-    # Backbone fully frozen (BatchNorm statistics are then the same whatever the per-process
-    # batch) and no dropout: one process with batch 4 and two with batch 2 see the same
-    # global batches and must follow the same loss curve.
-    common = {
-        "run.max_steps": 4,
-        "optim.lr": 1e-4,
-        "model.overrides.trainable_stages": 0,
-        "model.overrides.dropout": 0.0,
-    }
-    one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run(train_cmd(one, overrides(synth_dataset, **common)), check=True, env=env(), capture_output=True)
-    torchrun = [
+# Backbone fully frozen (BatchNorm statistics are then the same whatever the per-process
+# batch) and no dropout: one process with batch 4 and two with batch 2 see the same
+# global batches and must follow the same loss curve.
+PARITY_ARGS = {
+    "run.max_steps": 4,
+    "optim.lr": 1e-4,
+    "model.overrides.trainable_stages": 0,
+    "model.overrides.dropout": 0.0,
+}
+
+
+def torchrun_cmd(out: Path, args: list[str], launcher: list[str], script: list[str]) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--nproc_per_node",
         "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "epng.cli.main",
+        *launcher,
+        *script,
         "train",
         "--config",
         CONFIG,
         "--output",
-        str(two),
-        *overrides(synth_dataset, **common, **{"optim.batch_size": 2}),
+        str(out),
+        *args,
     ]
-    subprocess.run(torchrun, check=True, env=env(), capture_output=True, timeout=400)
 
-    c1, c2 = ([r["loss"] for r in log_records(run, "train")] for run in (one, two))
+
+@pytest.fixture(scope="module")
+def two_process_run(synth_dataset, tmp_path_factory) -> Path:
+    """An uninterrupted two-process (gloo) run with PARITY_ARGS and batch 2 per process."""
+    out = tmp_path_factory.mktemp("two") / "run"
+    args = overrides(synth_dataset, **PARITY_ARGS, **{"optim.batch_size": 2})
+    launcher = ["--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+    subprocess.run(
+        torchrun_cmd(out, args, launcher, ["-m", "epng.cli.main"]),
+        check=True,
+        env=env(),
+        capture_output=True,
+        timeout=400,
+    )
+    return out
+
+
+def test_two_process_torchrun_matches_one_process(synth_dataset, tmp_path, two_process_run):
+    one = tmp_path / "one"
+    subprocess.run(train_cmd(one, overrides(synth_dataset, **PARITY_ARGS)), check=True, env=env(), capture_output=True)
+
+    c1, c2 = ([r["loss"] for r in log_records(run, "train")] for run in (one, two_process_run))
     assert len(c1) == len(c2) == 4
     assert c1 == pytest.approx(c2, rel=1e-4)
-    m1, m2 = (log_records(run, "val")[-1] for run in (one, two))
+    m1, m2 = (log_records(run, "val")[-1] for run in (one, two_process_run))
     assert m1["n_phrases"] == m2["n_phrases"] and m1["ar"] == pytest.approx(m2["ar"], abs=0.5)
+
+
+def test_torchrun_restarts_a_crashed_worker_and_ends_with_the_uninterrupted_weights(
+    synth_dataset, tmp_path, two_process_run
+):
+    """Elastic restart: worker 1 dies after step 3 (one after the step-2 checkpoint); torchrun
+    restarts the group, which resumes from step 2 and ends with the weights of the
+    uninterrupted two-process run."""
+    out = tmp_path / "elastic"
+    args = overrides(synth_dataset, **PARITY_ARGS, **{"optim.batch_size": 2})
+    launcher = ["--nnodes", "1", "--max-restarts", "2", "--rdzv-backend", "c10d"]
+    launcher += ["--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--monitor-interval", "0.2"]
+    script = [str(Path(__file__).parent / "helpers_crash_train.py")]
+    # TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: with the agent's shared store, restarted workers can read the
+    # addresses the previous attempt's workers published (PyTorch issue 135712); see README, Training
+    crash_env = {**env(), "EPNG_TEST_CRASH": "1:3", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    run = subprocess.run(torchrun_cmd(out, args, launcher, script), env=crash_env, capture_output=True, timeout=400)
+    assert run.returncode == 0, run.stderr[-3000:]
+    # step 3 is never logged by the first group: worker 1 dies before the losses are all-reduced
+    events = [(r["event"], r["step"]) for r in log_records(out) if r["event"] in ("train", "resume")]
+    assert events == [("train", 1), ("train", 2), ("resume", 2), ("train", 3), ("train", 4)]
+    assert_same_weights(two_process_run, out)
+    assert partial_folders(out) == []
 
 
 def test_nonfinite_losses_stop_the_run_with_the_last_good_checkpoint(synth_dataset, tmp_path, monkeypatch):

@@ -7,35 +7,26 @@ import logging
 import threading
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from epng.errors import ConfigError, DataError, EPNGError
 from epng.inference import Prediction, Predictor
+from epng.io.image_header import open_image_header
 
 log = logging.getLogger("epng.app")
 
-MAX_PIXELS = 4096 * 4096  # the largest image (width x height) the app accepts
 GENERIC_ERROR = "Something went wrong while grounding this narrative (the server log has the details)."
 
 
-def check_image_file(path: str | Path | None, max_pixels: int = MAX_PIXELS) -> Path:
-    """The uploaded file, when it is an image of at most ``max_pixels`` pixels (only its
-    header is read); otherwise a `DataError` naming the file."""
+def check_image_file(path: str | Path | None) -> Path:
+    """The uploaded file, when it is an image within the input limits of `epng.io.limits` (only
+    its header is read); otherwise a `DataError` naming the file by its name alone."""
     if path is None or not str(path).strip():
         raise DataError("no image: upload a picture or pick an example first")
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except FileNotFoundError:
-        raise DataError(f"{path.name}: image file not found") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError):
-        raise DataError(f"{path.name}: not an image this app can read (JPEG or PNG expected)") from None
-    if width * height > max_pixels:
-        raise DataError(
-            f"{path.name}: the image is {width} x {height} pixels; the app accepts at most "
-            f"{max_pixels / 1e6:.1f} megapixels (scale it down first)"
-        )
+        with open_image_header(path, corrupt="not an image this app can read (JPEG or PNG expected)"):
+            pass
+    except DataError as err:  # the server-side upload folder means nothing to the user
+        raise type(err)(str(err).replace(str(path), path.name)) from None
     return path
 
 
@@ -50,17 +41,16 @@ class Grounder:
     """Runs ``predictor`` for the app: one model call at a time (the predictor keeps the image
     of its last `Predictor.set_image`), the image encoded again only when the file changes."""
 
-    def __init__(self, predictor: Predictor, max_pixels: int = MAX_PIXELS) -> None:
+    def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
-        self.max_pixels = max_pixels
         self._lock = threading.Lock()
         self._image_key: tuple | None = None
 
     def ground(self, image_path: str | Path | None, caption: str | None, threshold: float) -> Prediction:
         """The prediction for the image file and the narrative; `EPNGError` on bad input."""
-        path = check_image_file(image_path, self.max_pixels)
+        path = check_image_file(image_path)
         if not caption or not caption.strip():
-            raise ConfigError("the narrative is empty: type a caption and mark its phrases with [brackets]")
+            raise ConfigError("the narrative is empty: type a sentence about the picture")
         if not 0.0 < float(threshold) < 1.0:
             raise ConfigError(f"the threshold must lie between 0 and 1, got {threshold}")
         stat = path.stat()
@@ -74,6 +64,4 @@ class Grounder:
                     raise DataError(str(err).replace(str(path), path.name)) from None
                 self._image_key = key
             prediction = self.predictor.predict(caption, threshold=float(threshold))
-        if not prediction.phrases:
-            raise ConfigError("no phrase found in the narrative: mark the phrases to ground with [brackets]")
         return prediction

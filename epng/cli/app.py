@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from epng.cli.inference_args import add_inference_arguments, load_predictor
+from epng.cli.limit_args import add_limit_arguments, apply_limits
 
 HELP = "serve a web page that grounds the phrases of a narrative in an uploaded image"
 
@@ -19,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
     add_inference_arguments(parser)
+    add_limit_arguments(parser)
 
 
 def resolve_checkpoint(checkpoint: str | None) -> Path:
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("epng.app").setLevel(logging.INFO)
+    apply_limits(args)
     predictor = load_predictor(args)
     print(f"epng app: model {args.checkpoint} on {predictor.device} ({predictor.dtype})")
     try:

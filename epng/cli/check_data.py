@@ -7,6 +7,7 @@ import time
 
 HELP = "check the layout and files of a benchmark root (exit 0 when all is well, 1 otherwise)"
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", required=True, metavar="DIR", help="benchmark root (images/, annotations/)")
     parser.add_argument(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from epng.cli.inference_args import add_inference_arguments, load_predictor
+from epng.cli.limit_args import add_limit_arguments, apply_limits
 
 HELP = "run a checkpoint over a benchmark split and score it (predictions, metrics, curve, overlays)"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a saved model folder (e.g. a run's best/)")
@@ -18,11 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlays", type=int, default=8, help="overlay pictures to draw (0 = none)")
     parser.add_argument("--skip-bad", action="store_true", help="skip (and count) bad records instead of stopping")
     add_inference_arguments(parser)
+    add_limit_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from epng.engine.evaluator import evaluate_checkpoint
 
+    apply_limits(args)
     result = evaluate_checkpoint(
         load_predictor(args),
         args.data_root,

@@ -6,6 +6,7 @@ import argparse
 
 HELP = "print the noun phrases of a caption, one JSON object per line"
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--caption", required=True, metavar="TEXT", help="the narrative to extract noun phrases from")
     parser.add_argument(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from epng.cli.inference_args import add_inference_arguments, load_predictor
+from epng.cli.limit_args import add_limit_arguments, apply_limits
 
 HELP = "ground the noun phrases of your own narrative in your own image"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a saved model folder (e.g. a run's best/)")
@@ -20,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threshold", type=float, default=0.5)
     add_inference_arguments(parser)
+    add_limit_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     from epng.viz import save_phrase_overlay
 
+    apply_limits(args)
     predictor = load_predictor(args, threshold=args.threshold)
     result = predictor.predict(args.caption, args.phrase or None, image=args.image)
     out = Path(args.output)

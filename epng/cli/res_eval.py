@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 
 from epng.cli.inference_args import add_inference_arguments, load_predictor
+from epng.cli.limit_args import add_limit_arguments, apply_limits
 from epng.data.options import RESIZE_MODES
 
 HELP = "score a checkpoint zero-shot on RefCOCO / RefCOCO+ / RefCOCOg (referring expressions)"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="DIR", help="EPNG checkpoint (a save_pretrained folder)")
@@ -74,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="resize mode (default: the checkpoint config's, else square)",
     )
     add_inference_arguments(parser)
+    add_limit_arguments(parser)
     parser.add_argument("--num-workers", type=int, default=2, metavar="N", help="data loader workers (default 2)")
     parser.add_argument(
         "--skip-bad",
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from epng.engine.res_eval import RESOptions, evaluate_pairs, format_res_table
     from epng.errors import ConfigError
 
+    apply_limits(args)
     root = Path(args.refer_root)
     if not root.is_dir():
         raise ConfigError(f"--refer-root {root}: not a directory")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from epng.cli.limit_args import add_limit_arguments, apply_limits
+
 HELP = "score a predictions file (JSON Lines, one COCO RLE per grounded phrase) with the PNG metric"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", required=True, help="benchmark root (holds annotations/ and images/)")
@@ -18,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", default=None, help="write the metrics as JSON here (AR in percent, null for an empty subset)"
     )
     parser.add_argument("--curve", default=None, help="save the recall-vs-IoU curves here (.png, .pdf, .svg)")
+    add_limit_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from epng.metrics.png_metric import format_metrics_table
     from epng.metrics.scorer import evaluate_predictions
 
+    apply_limits(args)
     root = Path(args.data_root)
     if not root.is_dir():
         raise ConfigError(f"--data-root {root}: not a directory")

@@ -7,6 +7,7 @@ import sys
 
 HELP = "generate a synthetic benchmark (shapes on textured stuff, with narratives) in the real layout"
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="benchmark root to write (images/, annotations/)")
     parser.add_argument("--train", type=int, default=400, metavar="N", help="images in train2017 (default 400)")

@@ -6,6 +6,7 @@ import argparse
 
 HELP = "generate a synthetic referring-expression dataset in the refer layout"
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",

@@ -1,6 +1,7 @@
 """The files of a PNG item: the image and the panoptic PNG of a narrative, found, loaded and checked.
 
-An item is good when its image file and panoptic PNG exist and decode, both have the
+An item is good when its image file and panoptic PNG exist, are within the input limits
+(:mod:`epng.io.limits`, checked on the file headers before decoding) and decode, both have the
 size the panoptic json gives, and every segment id of every grounded phrase has pixels
 in the PNG (at original resolution). A bad item raises (or is reported as) a
 :class:`BadItemError` whose ``reason`` is one of the skip reasons of
@@ -27,10 +28,11 @@ from epng.data.skips import (
     CORRUPT_PNG,
     MISSING_IMAGE,
     MISSING_PNG,
+    OVER_LIMIT,
     SEGMENT_WITHOUT_PIXELS,
     SIZE_MISMATCH,
 )
-from epng.errors import BadItemError, DataError
+from epng.errors import BadItemError, DataError, InputLimitError
 from epng.io.panoptic_png import read_id_png
 
 if TYPE_CHECKING:
@@ -79,16 +81,23 @@ def load_item_arrays(
     try:
         image = decode_image_file(img_file)
     except DataError as err:
-        reason = MISSING_IMAGE if not img_file.is_file() else CORRUPT_IMAGE
+        reason = _reason(err, img_file, MISSING_IMAGE, CORRUPT_IMAGE)
         raise BadItemError(f"{err} {where}", reason, str(img_file)) from None
     try:
         id_map = read_id_png(png_file)
     except DataError as err:
-        reason = MISSING_PNG if not png_file.is_file() else CORRUPT_PNG
+        reason = _reason(err, png_file, MISSING_PNG, CORRUPT_PNG)
         raise BadItemError(f"{err} {where}", reason, str(png_file)) from None
     _check_sizes(info, img_file, tuple(image.shape[-2:]), png_file, id_map.shape, where)
     _check_segments(narrative, id_map, png_file, where)
     return image, id_map
+
+
+def _reason(err: DataError, path: Path, missing: str, corrupt: str) -> str:
+    """The skip reason of a file that did not decode."""
+    if isinstance(err, InputLimitError):
+        return OVER_LIMIT
+    return missing if not path.is_file() else corrupt
 
 
 def _check_sizes(info: PanopticImage, img_file: Path, img_hw, png_file: Path, png_hw, where: str) -> None:
@@ -153,12 +162,12 @@ def validate_items(
         try:
             image_hw = tuple(decode_image_file(img_file).shape[-2:])
         except DataError as err:
-            fail(group, CORRUPT_IMAGE, img_file, str(err))
+            fail(group, _reason(err, img_file, MISSING_IMAGE, CORRUPT_IMAGE), img_file, str(err))
             continue
         try:
             id_map = read_id_png(png_file)
         except DataError as err:
-            fail(group, CORRUPT_PNG, png_file, str(err))
+            fail(group, _reason(err, png_file, MISSING_PNG, CORRUPT_PNG), png_file, str(err))
             continue
         counts = segment_pixel_counts(id_map, {s for n in group for p in n.phrases for s in p.segment_ids})
         for n in group:

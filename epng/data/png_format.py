@@ -22,11 +22,13 @@ from epng.data.skips import (
     NO_GROUNDED_PHRASE,
     NO_PANOPTIC_ANNOTATION,
     NOT_IN_CAPTION,
+    OVER_LIMIT,
     UNKNOWN_SEGMENT_IDS,
     SkipReport,
 )
-from epng.errors import BadItemError, DataError
+from epng.errors import BadItemError, DataError, InputLimitError
 from epng.io.json_file import load_json
+from epng.io.limits import check_caption_chars
 
 
 @dataclass(frozen=True)
@@ -109,12 +111,16 @@ def parse_record(index: int, record: object, panoptic: PanopticIndex, source: Pa
         chunks = record["segments"]
     except KeyError as err:
         raise BadItemError(f"{where}: missing field {err}", MISSING_FIELD) from None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         message = f"{where}: image_id {record.get('image_id')!r} is not an integer"
         raise BadItemError(message, MALFORMED_RECORD) from None
     where = f"{where} (image {image_id})"
     if not isinstance(caption, str) or not caption.strip():
         raise BadItemError(f"{where}: empty caption", EMPTY_CAPTION)
+    try:
+        check_caption_chars(caption, where)
+    except InputLimitError as err:
+        raise BadItemError(str(err), OVER_LIMIT) from None
     if not isinstance(chunks, list):
         raise BadItemError(f"{where}: 'segments' must be a list", MALFORMED_RECORD)
     for k, chunk in enumerate(chunks):
@@ -137,7 +143,7 @@ def parse_record(index: int, record: object, panoptic: PanopticIndex, source: Pa
             continue
         try:
             segment_ids = tuple(int(s) for s in chunk["segment_ids"])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             message = f"{where}: segments[{k}] has a non-integer segment id {chunk['segment_ids']!r}"
             raise BadItemError(message, MALFORMED_RECORD) from None
         missing = [s for s in segment_ids if s not in image.segment_category]

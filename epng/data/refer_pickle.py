@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from epng.errors import DataError
+from epng.io.limits import InputLimits, check_file_bytes
 
 
 class ForbiddenGlobal(pickle.UnpicklingError):
@@ -63,14 +64,16 @@ def _text(value: Any) -> Any:
     return value
 
 
-def load_refs_pickle(path: str | Path) -> list:
+def load_refs_pickle(path: str | Path, limits: InputLimits | None = None) -> list:
     """The refs of a ``refs(<split_by>).p`` file, read with :class:`RestrictedUnpickler`.
 
-    Raises :class:`DataError` naming the file when it is missing, not a pickle, truncated,
+    Raises :class:`DataError` naming the file when it is missing, larger than
+    ``max_annotation_bytes`` (checked before reading), not a pickle, truncated,
     references any global (it could run code: refused before anything is called), or is
     not a list of dicts.
     """
     path = Path(path)
+    check_file_bytes(path, "max_annotation_bytes", limits)
     try:
         data = path.read_bytes()
     except FileNotFoundError:

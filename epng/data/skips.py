@@ -28,6 +28,7 @@ CORRUPT_PNG = "corrupt panoptic PNG"
 SIZE_MISMATCH = "size mismatch"
 SEGMENT_WITHOUT_PIXELS = "segment id not in the PNG"
 BAD_ITEM = "bad item"  # a DataError without a reason of its own
+OVER_LIMIT = "over an input limit"  # an image or caption over a bound of epng.io.limits
 # a ref of a refer dataset
 MALFORMED_REF = "malformed ref"
 MISSING_ANNOTATION = "missing annotation"

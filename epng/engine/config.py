@@ -17,7 +17,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from epng.configs import get_config_file, list_configs
 from epng.device import PRECISIONS
+from epng.engine.preemption import parse_signals
 from epng.errors import ConfigError
+from epng.io.limits import InputLimits
 
 
 @dataclass
@@ -73,6 +75,8 @@ class RunSection:
     max_bad_steps: int = 20  # consecutive non-finite losses before the run stops
     deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume on CPU)
     tensorboard: bool = True
+    # signals that stop the run after the current optimizer step with a checkpoint (exit status 143); [] = none
+    preempt_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
 
 
 @dataclass
@@ -81,6 +85,9 @@ class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     optim: OptimSection = field(default_factory=OptimSection)
     run: RunSection = field(default_factory=RunSection)
+    # bounds on the data's images, captions and annotation files (epng.io.limits); the
+    # EPNG_<NAME> environment variables set them below the YAML file and the overrides
+    limits: InputLimits = field(default_factory=InputLimits)
 
 
 _CHOICES = {
@@ -107,6 +114,7 @@ def load_config(config: str | Path | None = None, overrides: list[str] | None = 
     path = None if config is None else config_file(config)
     try:
         cfg = OmegaConf.structured(TrainConfig)
+        cfg = OmegaConf.merge(cfg, {"limits": InputLimits.from_env().as_dict()})
         if path is not None:
             cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
         if overrides:
@@ -121,7 +129,14 @@ def load_config(config: str | Path | None = None, overrides: list[str] | None = 
         if value not in allowed:
             renamed = " ('none' is now called 'fp32')" if (key, value) == ("optim.amp", "none") else ""
             raise ConfigError(f"{key}={value!r}: must be one of {allowed}{renamed}")
+    parse_signals(cfg.run.preempt_signals)
+    input_limits(cfg)
     return cfg
+
+
+def input_limits(cfg: DictConfig) -> InputLimits:
+    """The ``limits`` section as :class:`InputLimits` (each value checked)."""
+    return InputLimits(**OmegaConf.to_container(cfg.limits))
 
 
 def save_config(cfg: DictConfig, path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,10 +90,10 @@ class PredictionWriter:
     ``overlays/``: the narrative over the image with every phrase in its colour, and one panel
     per phrase (prediction vs ground-truth outline, IoU in the title)."""
 
-    def __init__(self, out_dir: Path, dataset: PNGDataset, n_overlays: int = 8):
+    def __init__(self, out_dir: Path, dataset: PNGDataset, n_overlays: int = 8, append: bool = False):
         self.out_dir, self.dataset, self.n_overlays = out_dir, dataset, n_overlays
         self.path = out_dir / "predictions.jsonl"
-        self._file = open(self.path, "w", encoding="utf-8")
+        self._file = open(self.path, "a" if append else "w", encoding="utf-8")
         self._truth = PNGEvaluator(dataset.narratives, dataset.panoptic, dataset.layout.panoptic_dir)
         self.n_lines = 0
         self.overlays: list[Path] = []
@@ -123,6 +124,11 @@ class PredictionWriter:
         gt = np.stack([self._truth.gt_mask(narrative.index, p.phrase_index) for p in shown]) if shown else masks
         save_phrase_panels(image, masks, gt, texts, ious, f"{stem}_phrases.png")
 
+    def flush(self) -> int:
+        """Hand the lines written so far to the operating system; the file's size in bytes."""
+        self._file.flush()
+        return os.fstat(self._file.fileno()).st_size
+
     def close(self) -> None:
         self._file.close()
 
@@ -137,26 +143,31 @@ def evaluate_checkpoint(
     n_overlays: int = 8,
     mode: ErrorMode = "strict",
 ) -> dict:
-    """`epng evaluate`: predictions.jsonl, metrics.json, recall curve and overlays under ``out_dir``."""
+    """`epng evaluate`: predictions.jsonl, metrics.json, recall curve and overlays under ``out_dir``.
+
+    Re-run on the same ``out_dir`` after a kill, it continues where it stopped (`eval_resume`)."""
     from epng.engine.distributed import init_distributed
-    from epng.engine.sampler import ShardSampler
+    from epng.engine.eval_resume import EvalProgress, evaluation_identity
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = init_distributed(predictor.device.type)
     dataset = dataset_for(predictor.model, data_root, split, mode=mode)
+    progress = EvalProgress.start(out_dir, evaluation_identity(predictor, dataset, split, batch_size), ctx)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=ShardSampler(len(dataset), ctx.world_size, ctx.rank),
+        sampler=progress.sampler(len(dataset), ctx),
         num_workers=num_workers,
         collate_fn=collate_png,
     )
-    writer = PredictionWriter(out_dir, dataset, n_overlays)
+    writer = PredictionWriter(out_dir, dataset, n_overlays, append=progress.resumed)
     try:
-        evaluator = evaluate_loader(predictor, loader, dataset, ctx, on_prediction=writer, progress=True)
+        batches = progress.track(loader, writer)
+        evaluator = evaluate_loader(predictor, batches, dataset, ctx, on_prediction=writer, progress=True)
     finally:
         writer.close()
+    progress.score_kept(evaluator)
     metrics = evaluator.compute()
     arrays = evaluator.phrase_arrays()
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -2,7 +2,8 @@
 
 Every process calls every action (each may all-reduce); only the main process writes.
 ``log.jsonl`` gets one JSON object per event: ``train`` (losses of the global batch, lr,
-images/s, skipped samples), ``val`` (the metrics), ``resume``, ``nonfinite_loss`` and ``done``.
+images/s, skipped samples), ``val`` (the metrics), ``swept`` (partial checkpoint folders
+removed at the start), ``resume``, ``nonfinite_loss``, ``preempted`` and ``done``.
 """
 
 from __future__ import annotations
@@ -148,8 +149,15 @@ class Checkpointer:
 
     def __init__(self, out: Path, ctx: DistContext, every: Every, keep: int):
         self.out, self.ctx, self.every, self.keep = out, ctx, every, keep
+        self.last: tuple[int, Path | None] | None = None  # (step, path on the main process) of the last save
 
     def maybe_save(self, state: TrainState) -> None:
         """After an optimizer step (and validation, so that the best AR so far is saved)."""
         if self.every.due(state.step):
-            save_train_state(state, self.out, self.ctx, self.keep)
+            self.save(state)
+
+    def save(self, state: TrainState) -> Path | None:
+        """Checkpoint now, unless this step is already saved; the path on the main process, else None."""
+        if self.last is None or self.last[0] != state.step:
+            self.last = (state.step, save_train_state(state, self.out, self.ctx, self.keep))
+        return self.last[1]

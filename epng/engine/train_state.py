@@ -15,9 +15,9 @@ import torch
 from omegaconf import DictConfig
 
 from epng.engine import checkpoint as ckpt
-from epng.engine.distributed import DistContext, barrier, gather_objects
+from epng.engine.distributed import DistContext, all_reduce_sum, gather_objects
 from epng.engine.ema import ModelEMA
-from epng.errors import ConfigError
+from epng.errors import CheckpointError, ConfigError
 from epng.model import EPNG
 
 
@@ -70,23 +70,30 @@ def new_train_state(model: EPNG, optim: DictConfig, steps_per_epoch: int) -> Tra
 
 def save_train_state(state: TrainState, out: Path, ctx: DistContext, keep: int) -> Path | None:
     """Checkpoint ``state`` as ``out/checkpoints/step_<N>`` (written by the main process, which
-    returns its path); every process must call this, as every process's RNG states are saved."""
+    returns its path); every process must call this, as every process's RNG states are saved.
+
+    When the main process cannot write (a full disk), every process raises
+    :class:`CheckpointError`, so that none waits for the others.
+    """
     rngs = gather_objects(ckpt.rng_state(), ctx)
-    if not ctx.is_main:
-        barrier(ctx)
-        return None
-    trainer_state = {
-        "step": state.step,
-        "epoch": state.epoch,
-        "batch_in_epoch": state.batch_in_epoch,
-        "best_ar": state.best_ar,
-        "optimizer": state.optimizer.state_dict(),
-        "scheduler": state.scheduler.state_dict(),
-        "rng": rngs,
-    }
-    ema_state = state.ema.state_dict() if state.ema else None
-    path = ckpt.save_checkpoint(out, state.step, state.model, trainer_state, ema_state, keep)
-    barrier(ctx)
+    path, error = None, None
+    if ctx.is_main:
+        trainer_state = {
+            "step": state.step,
+            "epoch": state.epoch,
+            "batch_in_epoch": state.batch_in_epoch,
+            "best_ar": state.best_ar,
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(),
+            "rng": rngs,
+        }
+        ema_state = state.ema.state_dict() if state.ema else None
+        try:
+            path = ckpt.save_checkpoint(out, state.step, state.model, trainer_state, ema_state, keep)
+        except CheckpointError as err:
+            error = err
+    if all_reduce_sum(torch.tensor(float(error is not None)), ctx).item() > 0:  # also the barrier
+        raise error or CheckpointError(f"the main process could not write the checkpoint of step {state.step}")
     return path
 
 

@@ -7,7 +7,13 @@ far). A non-finite loss skips its micro-batch and is logged; ``run.max_bad_steps
 in a row stop the run.
 
 Re-running the same command on the same output folder resumes from the newest intact
-checkpoint: weights, optimizer, scheduler, EMA, RNG states and the position in the data order.
+checkpoint: weights, optimizer, scheduler, EMA, RNG states and the position in the data order;
+the partial checkpoint folders that processes killed during a write left are removed first.
+
+A preemption signal (``run.preempt_signals``, see :mod:`epng.engine.preemption`) received
+during the loop stops every process after the same optimizer step; the run writes a
+checkpoint of that step and returns with ``preempted`` set (``epng train`` then exits
+with status 143).
 """
 
 from __future__ import annotations
@@ -20,13 +26,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from epng.engine import checkpoint as ckpt
-from epng.engine.config import save_config
+from epng.engine.config import input_limits, save_config
 from epng.engine.distributed import DistContext, barrier, cleanup, init_distributed
+from epng.engine.preemption import PreemptionFlag, parse_signals
 from epng.engine.train_data import TrainData
 from epng.engine.train_hooks import Checkpointer, Every, RunLog, TrainLogger, Validator
 from epng.engine.train_state import TrainState, new_train_state, restore_train_state
 from epng.engine.train_step import StepOptions, StepSetup, train_step
-from epng.errors import EPNGError
+from epng.errors import CheckpointError, EPNGError
+from epng.io.limits import using_limits
 from epng.losses import EPNGCriterion
 from epng.model import EPNG, build_epng
 
@@ -38,11 +46,14 @@ class TrainingError(EPNGError, RuntimeError):
 def train(cfg: DictConfig, output_dir: str | Path) -> dict:
     """Train EPNG as ``cfg`` says, writing checkpoints, logs and the final model under ``output_dir``.
 
-    Returns the last step, the best val AR and the last validation's metrics.
+    Returns the last step, the best val AR and the last validation's metrics; after a
+    preemption signal, ``{"step", "preempted": <signal name or None on the processes that
+    did not receive it>, "checkpoint": <its path on the main process>}`` instead.
     """
     ctx = init_distributed(cfg.run.device)
     try:
-        return _train(cfg, Path(output_dir), ctx)
+        with using_limits(input_limits(cfg)):
+            return _train(cfg, Path(output_dir), ctx)
     finally:
         cleanup(ctx)
 
@@ -55,6 +66,8 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     log = RunLog(out, ctx)
+    if ctx.is_main:
+        sweep(out, log)
 
     # ---- model, loss, data, optimization state (resumed when the output holds a checkpoint)
     model = build_model(cfg).to(ctx.device)
@@ -75,28 +88,33 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
     validator = Validator(data, log, ctx, out, cfg.run.val_every, cfg.optim.amp)
     checkpointer = Checkpointer(out, ctx, Every(cfg.run.checkpoint_every, total_steps), cfg.run.keep_checkpoints)
 
-    # ---- the loop
+    # ---- the loop (a preemption signal stops it after an optimizer step, with a checkpoint)
+    stop = False
     model.train()
-    while state.step < total_steps:
-        # An epoch starts a new accumulation; gradients of the previous epoch's last,
-        # incomplete accumulation are not dropped and join the first step of this one.
-        state.micro = 0
-        for batch in data.epoch_batches(state, ctx):
-            result = train_step(state, batch, setup)
-            if not result.finite:
-                skip_nonfinite(state, log, out, cfg.run.max_bad_steps)
-                continue
-            if not result.stepped:
-                continue
-            logger.maybe_log(state, result.losses)
-            validator.maybe_validate(state)
-            checkpointer.maybe_save(state)
-            if state.step >= total_steps:
-                break
-        else:  # the epoch's data is used up
-            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            validator.after_epoch(state)
+    with PreemptionFlag(parse_signals(cfg.run.preempt_signals)) as preemption:
+        while state.step < total_steps and not stop:
+            # An epoch starts a new accumulation; gradients of the previous epoch's last,
+            # incomplete accumulation are not dropped and join the first step of this one.
+            state.micro = 0
+            for batch in data.epoch_batches(state, ctx):
+                result = train_step(state, batch, setup)
+                if not result.finite:
+                    skip_nonfinite(state, log, out, cfg.run.max_bad_steps)
+                    continue
+                if not result.stepped:
+                    continue
+                logger.maybe_log(state, result.losses)
+                validator.maybe_validate(state)
+                checkpointer.maybe_save(state)
+                stop = preemption.requested(ctx)
+                if stop or state.step >= total_steps:
+                    break
+            else:  # the epoch's data is used up
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                validator.after_epoch(state)
     logger.close()
+    if stop:
+        return stop_for_preemption(state, checkpointer, preemption, log, ctx)
 
     # ---- the end: last validation, final models
     validator.after_training(state)
@@ -110,6 +128,31 @@ def _train(cfg: DictConfig, out: Path, ctx: DistContext) -> dict:
     log.close()
     barrier(ctx)
     return {"step": state.step, "best_ar": state.best_ar, **validator.metrics}
+
+
+def sweep(out: Path, log: RunLog) -> None:
+    """Remove (and report) the partial checkpoint folders that killed writes left behind."""
+    removed = ckpt.sweep_partial_checkpoints(out)
+    if removed:
+        names = ", ".join(p.name for p in removed)
+        print(f"removed {len(removed)} partial checkpoint folder(s) left by interrupted writes: {names}")
+        log.event("swept", removed=[str(p) for p in removed])
+
+
+def stop_for_preemption(
+    state: TrainState, checkpointer: Checkpointer, preemption: PreemptionFlag, log: RunLog, ctx: DistContext
+) -> dict:
+    """Checkpoint the step every process stopped at, and say so."""
+    path = checkpointer.save(state)
+    received = preemption.received.name if preemption.received else None
+    log.event("preempted", step=state.step, signal=received, checkpoint=str(path))
+    log.close()
+    if ctx.is_main:
+        print(
+            f"preempted ({received or 'signal received by another process'}) at step {state.step}: "
+            f"checkpoint {path}; re-run the same command to resume"
+        )
+    return {"step": state.step, "preempted": received, "checkpoint": path}
 
 
 def build_model(cfg: DictConfig) -> EPNG:
@@ -127,7 +170,14 @@ def resume(state: TrainState, out: Path, ctx: DistContext, log: RunLog) -> None:
     loaded = ckpt.load_latest_checkpoint(out)
     if loaded is None:
         return
-    restore_train_state(state, loaded, ctx.rank)
+    try:
+        restore_train_state(state, loaded, ctx.rank)
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as err:
+        why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        raise CheckpointError(
+            f"{loaded.path}: does not fit this run's model or optimizer ({why}); "
+            "resume with the config that wrote it, or use a new --output"
+        ) from None
     if ctx.is_main:
         print(f"resuming from {loaded.path} (step {state.step}, epoch {state.epoch}, batch {state.batch_in_epoch})")
     log.event("resume", step=state.step, checkpoint=str(loaded.path))

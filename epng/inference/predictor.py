@@ -37,6 +37,7 @@ from epng.inference.compiled import CompiledStage, compiler
 from epng.inference.options import InferenceOptions
 from epng.inference.prepare import PreparationReport, prepare_model
 from epng.io.images import decode_image_file
+from epng.io.limits import check_caption_chars, check_image_pixels, check_size
 from epng.model import EPNG, load_model
 from epng.model.visual_encoder import VisualFeatures
 
@@ -68,14 +69,20 @@ class _ImageState:
 
 
 def load_image(image: ImageInput) -> Tensor:
-    """A file path, an (h, w, 3) uint8 array or a (3, h, w) uint8 tensor -> (3, h, w) uint8 tensor."""
+    """A file path, an (h, w, 3) uint8 array or a (3, h, w) uint8 tensor -> (3, h, w) uint8 tensor.
+
+    A file over the input limits is refused on its header, before decoding; an array or
+    tensor with more than ``max_image_pixels`` pixels is refused too (:mod:`epng.io.limits`).
+    """
     if isinstance(image, (str, Path)):
         return decode_image_file(image)
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
             raise DataError(f"expected an (h, w, 3) uint8 image array, got {image.shape} {image.dtype}")
+        check_image_pixels("the image array", image.shape[1], image.shape[0])
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     if torch.is_tensor(image) and image.ndim == 3 and image.shape[0] == 3 and image.dtype == torch.uint8:
+        check_image_pixels("the image tensor", image.shape[2], image.shape[1])
         return image
     raise DataError("image must be a file path, an (h, w, 3) uint8 array or a (3, h, w) uint8 tensor")
 
@@ -232,6 +239,7 @@ class Predictor:
         [bracketed] phrases, or else the noun phrases `extract_phrases` finds."""
         if not isinstance(caption, str) or not caption.strip():
             raise ConfigError("the caption is empty")
+        check_caption_chars(caption)
         if phrases:
             return caption, locate_phrases(caption, phrases), "list"
         caption, spans = parse_bracketed(caption)
@@ -254,13 +262,18 @@ class Predictor:
         image: ImageInput | None = None,
         threshold: float | None = None,
     ) -> Prediction:
-        """Ground the phrases of ``caption`` in the image of `set_image` (or ``image``, set first)."""
+        """Ground the phrases of ``caption`` in the image of `set_image` (or ``image``, set first).
+
+        A caption over ``max_caption_chars`` characters is refused before it is tokenized, one
+        over ``max_caption_word_pieces`` word pieces after (:mod:`epng.io.limits`)."""
         if image is not None:
             self.set_image(image)
         if self._image is None:
             raise ConfigError("no image: call set_image(image) first or pass image=...")
         start = time.perf_counter()
         caption, spans, source = self._phrase_spans(caption, phrases)
+        n_pieces = len(self.tokenizer(caption, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
+        check_size(None, "the caption's length in word pieces", n_pieces, "max_caption_word_pieces")
         max_length = self.model.config.max_text_length
         alignment = align_phrases(self.tokenizer, caption, spans, max_length)
         if alignment.truncated:

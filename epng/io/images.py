@@ -1,24 +1,42 @@
-"""Decoding JPEG/PNG image files into uint8 RGB tensors (torchvision)."""
+"""Decoding JPEG/PNG image files into uint8 RGB tensors, their size checked first
+(:func:`epng.io.image_header.open_image_header`).
+
+JPEG (and GIF, WebP) files are decoded by torchvision. PNG files are decoded by PIL:
+torchvision's PNG decoder crashes the whole process (a segmentation fault, which no
+``except`` catches) on some damaged PNGs, while PIL raises an error; for 8-bit PNGs both
+give the same pixels.
+"""
 
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, read_file
 
 from epng.errors import DataError
+from epng.io.image_header import first_line, open_image_header
+from epng.io.limits import InputLimits
+
+_WIDE_GRAY = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # PIL's modes of 16-bit gray PNGs
 
 
-def decode_image_file(path: str | Path) -> torch.Tensor:
-    """Decode a JPEG/PNG file into a ``(3, h, w)`` uint8 RGB tensor (gray is expanded).
+def decode_image_file(path: str | Path, limits: InputLimits | None = None) -> torch.Tensor:
+    """Decode a JPEG/PNG file into a ``(3, h, w)`` uint8 RGB tensor (gray is expanded, 16-bit
+    samples keep their high byte, alpha is dropped).
 
-    Raises :class:`DataError` naming the file when it is missing or cannot be decoded.
+    Raises :class:`DataError` naming the file when it is missing, cannot be decoded, or is
+    over the input limits (checked on its header first, see :func:`open_image_header`).
     EXIF orientation is not applied: annotations refer to the stored pixel grid.
     """
     path = Path(path)
+    with open_image_header(path, limits) as header:
+        declared = (header.height, header.width)
+        if header.format == "PNG":
+            return _decode_with_pil(header, path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -33,14 +51,19 @@ def decode_image_file(path: str | Path) -> torch.Tensor:
             warnings.simplefilter("ignore", DeprecationWarning)
             image = decode_image(data, mode=ImageReadMode.RGB)
     except (RuntimeError, ValueError) as err:
-        raise DataError(f"{path}: corrupt or unsupported image ({_first_line(err)})") from None
-    if image.ndim != 3 or image.shape[0] != 3 or image.shape[1] < 1 or image.shape[2] < 1:
-        raise DataError(f"{path}: decoded to an unexpected shape {tuple(image.shape)}")
+        raise DataError(f"{path}: corrupt or unsupported image ({first_line(err)})") from None
+    if image.ndim != 3 or image.shape[0] != 3 or tuple(image.shape[1:]) != declared:
+        raise DataError(f"{path}: decoded to {tuple(image.shape)}, but its header declares {declared[0]}x{declared[1]}")
     return image
 
 
-def _first_line(err: Exception) -> str:
-    """The readable part of a decoder error (torchvision prefixes "fn, /path/file.cpp:NN, ")."""
-    text = str(err).strip()
-    text = text.splitlines()[0] if text else type(err).__name__
-    return re.sub(r"^\w+, \S+:\d+, ", "", text)
+def _decode_with_pil(image: Image.Image, path: Path) -> torch.Tensor:
+    try:
+        if image.mode in _WIDE_GRAY:
+            gray = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
+            rgb = np.repeat(gray[..., None], 3, axis=-1)
+        else:
+            rgb = np.array(image.convert("RGB"))
+    except Exception as err:  # PIL's decoders raise many types on damaged files
+        raise DataError(f"{path}: corrupt or unsupported image ({first_line(err)})") from None
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()

@@ -8,18 +8,29 @@ from pathlib import Path
 from typing import Any
 
 from epng.errors import DataError
+from epng.io.limits import InputLimits, check_file_bytes
 
 
-def load_json(path: str | Path) -> Any:
+def load_json(path: str | Path, limits: InputLimits | None = None) -> Any:
     """The parsed content of a UTF-8 JSON file; :class:`DataError` naming the file when it is
-    missing or not valid JSON."""
+    missing, larger than ``max_annotation_bytes`` (checked before reading), not UTF-8, not
+    valid JSON or nested too deeply to parse."""
+    check_file_bytes(path, "max_annotation_bytes", limits)
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the file ({err.strerror or err})") from None
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: invalid JSON ({err})") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except ValueError as err:  # e.g. an integer literal longer than Python converts
+        raise DataError(f"{path}: invalid JSON ({err})") from None
+    except RecursionError:
+        raise DataError(f"{path}: invalid JSON (nested too deeply)") from None
 
 
 def is_int(value: Any) -> bool:

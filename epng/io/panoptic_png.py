@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from epng.errors import DataError
+from epng.io.image_header import open_image_header
+from epng.io.limits import InputLimits
 
 
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
@@ -28,16 +29,15 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(ids.astype("<u4").view(np.uint8).reshape(h, w, 4)[..., :3])
 
 
-def read_id_png(path: str | Path) -> np.ndarray:
+def read_id_png(path: str | Path, limits: InputLimits | None = None) -> np.ndarray:
     """Decode a panoptic PNG into an (H, W) int64 segment-id map; :class:`DataError` naming the
-    file when it is missing or cannot be decoded."""
-    try:
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: panoptic PNG not found") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{path}: unreadable panoptic PNG ({err})") from None
+    file when it is missing, cannot be decoded, or declares more pixels than the input limits
+    allow (checked on its header, before decoding)."""
+    with open_image_header(path, limits, "panoptic PNG not found", "unreadable panoptic PNG") as image:
+        try:
+            rgb = np.asarray(image.convert("RGB"))
+        except Exception as err:  # PIL's decoders raise many types on damaged files
+            raise DataError(f"{path}: unreadable panoptic PNG ({err})") from None
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise DataError(f"{path}: panoptic PNG decoded to an unexpected shape {rgb.shape}")
     return rgb_to_id(rgb)

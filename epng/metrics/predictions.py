@@ -13,7 +13,8 @@
   ``counts`` compressed (string) or uncompressed (list of run lengths).
 
 Other keys (e.g. a score) are ignored; blank lines are skipped. Any bad line raises
-:class:`PredictionError` naming the line (1-based).
+:class:`PredictionError` naming the line (1-based), a line longer than the input limit
+``max_prediction_line_chars`` (:mod:`epng.io.limits`) included.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 from epng.data.png_format import GroundedPhrase
 from epng.errors import PredictionError
 from epng.io.json_file import is_int
+from epng.io.limits import InputLimits, current_limits, limit_hint
 from epng.io.rle import InvalidRLE, normalize_rle
 
 PREDICTION_KEYS = ("narrative", "image_id", "phrase_index", "segmentation")
@@ -51,9 +53,11 @@ def _image_id(value: Any) -> int:
     raise PredictionError(f"'image_id' must be an integer, got {value!r}")
 
 
-def iter_prediction_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """(1-based line number, parsed JSON value) of every non-blank line of a JSON Lines file."""
+def iter_prediction_lines(path: str | Path, limits: InputLimits | None = None) -> Iterator[tuple[int, Any]]:
+    """(1-based line number, parsed JSON value) of every non-blank line of a JSON Lines file;
+    a line longer than ``max_prediction_line_chars`` is refused before it is parsed."""
     path = Path(path)
+    max_chars = (limits or current_limits()).max_prediction_line_chars
     try:
         f = open(path, encoding="utf-8")
     except FileNotFoundError:
@@ -64,12 +68,17 @@ def iter_prediction_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
         line_no = 0
         while True:
             try:
-                line = f.readline()
+                line = f.readline(max_chars + 1)
             except UnicodeDecodeError:
                 raise PredictionError(f"{path}: line {line_no + 1}: not valid UTF-8 text") from None
             if not line:
                 return
             line_no += 1
+            if len(line.rstrip("\r\n")) > max_chars:
+                raise PredictionError(
+                    f"{path}: line {line_no}: longer than {max_chars:,} characters, the limit "
+                    f"{limit_hint('max_prediction_line_chars')}"
+                )
             if not line.strip():
                 continue
             try:
@@ -78,6 +87,8 @@ def iter_prediction_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
                 raise PredictionError(
                     f"{path}: line {line_no}: invalid JSON ({err.msg} at column {err.colno})"
                 ) from None
+            except (ValueError, RecursionError) as err:  # a huge integer literal, a deeply nested value
+                raise PredictionError(f"{path}: line {line_no}: invalid JSON ({type(err).__name__}: {err})") from None
 
 
 def read_predictions(

@@ -28,5 +28,10 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> EP
     except CheckpointError:
         raise
     except Exception as err:  # a damaged safetensors file or config
-        raise CheckpointError(f"{path}: cannot load the model ({err})") from None
+        raise CheckpointError(f"{path}: cannot load the model ({_first_line(err)})") from None
     return model.to(device).eval()
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
