@@ -7,7 +7,7 @@ import torch
 
 from epng.model import EPNGConfig
 from epng.model.communicator import Communicator, PhraseCrossAttention
-from epng.model.head import DenseHead, upsample_logits
+from epng.model.head import DenseHead
 
 
 def communicator() -> Communicator:
@@ -61,7 +61,8 @@ def test_head_is_phrase_kernels_over_bilinear_x4():
     low = torch.einsum("bpc,bchw->bphw", phrases, visual)
     expected = torch.nn.functional.interpolate(low, scale_factor=4, mode="bilinear", align_corners=False) + 0.5
     assert torch.allclose(out.mask_logits, expected, atol=1e-5)  # = Up4(F_N * F)
-    assert upsample_logits(out.mask_logits, (32, 48)).shape == (1, 2, 32, 48)
+    # the inference method: phrase kernels at stride 16, only the logit maps upsampled -- the same numbers
+    assert torch.allclose(head.mask_logits(visual, phrases), out.mask_logits, atol=1e-5)
 
 
 def test_fpn_head_refines_through_p3_and_p2():
