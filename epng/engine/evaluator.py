@@ -89,7 +89,6 @@ class PredictionWriter:
         self.out_dir, self.dataset, self.n_overlays = out_dir, dataset, n_overlays
         self.path = out_dir / "predictions.jsonl"
         self._file = open(self.path, "w", encoding="utf-8")
-        self._by_index = {n.index: n for n in dataset.narratives}
         self.n_lines = 0
         self.overlays: list[Path] = []
 
@@ -104,7 +103,7 @@ class PredictionWriter:
             self._file.write(json.dumps(record) + "\n")
             self.n_lines += 1
         if len(self.overlays) < self.n_overlays:
-            narrative = self._by_index[meta["narrative"]]
+            narrative = self.dataset.narratives[self.dataset.narratives.find(meta["narrative"])]
             phrases = {p.phrase_index: p.text for p in narrative.phrases}
             image = decode_image_file(image_path(self.dataset.layout, self.dataset.panoptic, meta["image_id"]))
             path = self.out_dir / "overlays" / f"narrative_{meta['narrative']:06d}.png"
