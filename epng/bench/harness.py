@@ -306,7 +306,7 @@ def cpu_model() -> str:
 
 def machine_info(device: torch.device | str = "cpu") -> dict:
     """What the figures were measured on."""
-    from epng.engine.fast_inference import bf16_supported, cpu_flags
+    from epng.device import bf16_supported, cpu_flags
 
     device = torch.device(device)
     try:
