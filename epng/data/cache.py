@@ -142,7 +142,7 @@ def load_tables(folder: Path, key: str, layout: SplitLayout, verify: bool = True
             raise CacheDamaged(f"{path} does not have the content it was written with")
         group, name = file_name.removesuffix(".npy").split(".", 1)
         try:
-            groups[group][name] = np.load(path, mmap_mode="r")
+            groups[group][name] = np.asarray(np.load(path, mmap_mode="r"))  # a plain view: slicing stays cheap
         except (ValueError, OSError) as err:
             raise CacheDamaged(f"{path} is not a readable array ({err})") from None
     report = manifest["load_report"]

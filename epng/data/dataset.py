@@ -256,11 +256,11 @@ class PNGDataset(torch.utils.data.Dataset):
         x, ids, valid = self.transform(image, torch.from_numpy(id_map))
         row = int(self.narratives.rows[i])
         al = self._alignment
-        t0, t1 = al.token_offsets[row : row + 2]
-        p0, p1 = self.narratives.table.phrase_offsets[row : row + 2]
-        bounds = al.piece_offsets[p0 : p1 + 1] - al.piece_offsets[p0]
+        t0, t1 = al.token_offsets[row : row + 2].tolist()
+        p0, p1 = self.narratives.table.phrase_offsets[row : row + 2].tolist()
+        bounds = (al.piece_offsets[p0 : p1 + 1] - al.piece_offsets[p0]).tolist()  # pieces of phrase k: [b[k], b[k + 1])
         pieces = torch.from_numpy(al.pieces[al.piece_offsets[p0] : al.piece_offsets[p1]].astype(np.int64))
-        kept = np.flatnonzero(np.diff(bounds) > 0).tolist()  # phrases with word pieces: the model's phrases
+        kept = [k for k in range(p1 - p0) if bounds[k + 1] > bounds[k]]  # phrases with word pieces: the model's
         return PNGSample(
             narrative=narrative.index,
             image_id=narrative.image_id,
@@ -270,7 +270,7 @@ class PNGDataset(torch.utils.data.Dataset):
             phrase_tokens=[pieces[bounds[k] : bounds[k + 1]] for k in kept],
             phrase_segments=[narrative.phrases[k].segment_ids for k in kept],
             phrase_indices=kept,
-            truncated_phrase_indices=np.flatnonzero(np.diff(bounds) == 0).tolist(),
+            truncated_phrase_indices=[k for k in range(p1 - p0) if bounds[k + 1] == bounds[k]],
             orig_size=orig_size,
             valid_size=valid,
             pad_token_id=self.pad_token_id,
