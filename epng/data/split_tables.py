@@ -5,13 +5,15 @@ with their grounded phrases (:class:`NarrativeTable`), their word pieces
 (:class:`BatchAlignment`) and what the parse left out (:class:`LoadReport`).
 :func:`build_split_tables` makes them: records are parsed in order (in skip mode, so one
 build serves both modes: the report keeps the first bad record, which strict mode
-raises), and captions are tokenized a chunk at a time through the tokenizer's batch call.
+raises), and captions are tokenized a chunk at a time through the tokenizer's batch call,
+in a second thread while the next chunk is parsed.
 """
 
 from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
@@ -57,11 +59,16 @@ def build_split_tables(layout: SplitLayout, tokenizer, max_length: int) -> Split
         records = read_records(layout.narratives_json)
         report = LoadReport(n_records=len(records))
         parsed = parse_records(records, panoptic, layout.narratives_json, report, mode="skip")
-        tables, alignments = [], []
-        while chunk := list(islice(parsed, CHUNK)):
-            table = NarrativeTable.from_narratives(chunk)
-            captions = [n.caption for n in chunk]
-            alignments.append(align_batch(tokenizer, captions, table.span, table.phrase_offsets, max_length))
-            tables.append(table)
+        tables, pending = [], []
+        # The tokenizer's batch call runs without the GIL: one thread tokenizes a chunk while this one parses the next.
+        with ThreadPoolExecutor(max_workers=1) as tokenizing:
+            while chunk := list(islice(parsed, CHUNK)):
+                table = NarrativeTable.from_narratives(chunk)
+                captions = [n.caption for n in chunk]
+                pending.append(
+                    tokenizing.submit(align_batch, tokenizer, captions, table.span, table.phrase_offsets, max_length)
+                )
+                tables.append(table)
+            alignments = [p.result() for p in pending]
         del records, parsed
     return SplitTables(panoptic, NarrativeTable.concat(tables), BatchAlignment.concat(alignments), report, max_length)
