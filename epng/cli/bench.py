@@ -97,6 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loader.add_argument("--loader-workers", default="0,1,2", help="comma list of worker counts (default 0,1,2)")
     loader.add_argument("--loader-batch", type=int, default=8)
     loader.add_argument("--loader-batches", type=int, default=16, help="timed batches per worker count at most")
+    loader.add_argument(
+        "--cache-dir", default=None, metavar="DIR", help="cache the parsed split here (default: $EPNG_CACHE, if set)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
             workers=workers,
             max_batches=args.loader_batches,
             max_seconds=args.max_case_seconds,
+            cache_dir=args.cache_dir,
         )
         print(format_loader(results))
     else:

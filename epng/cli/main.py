@@ -18,6 +18,7 @@ from epng.errors import EPNGError
 COMMANDS: dict[str, str] = {
     "synth": "epng.cli.synth",
     "check-data": "epng.cli.check_data",
+    "prepare": "epng.cli.prepare",
     "score": "epng.cli.score",
     "train": "epng.cli.train",
     "evaluate": "epng.cli.evaluate",

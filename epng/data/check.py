@@ -16,6 +16,7 @@ from pathlib import Path
 
 from epng.data.items import validate_items
 from epng.data.layout import SplitLayout, available_splits, split_layout
+from epng.data.narrative_table import NarrativeView
 from epng.data.panoptic import PanopticIndex
 from epng.data.png_format import load_narratives
 from epng.data.skips import NO_GROUNDED_PHRASE
@@ -164,7 +165,7 @@ def _check_split(root: Path, split: str, deep: bool) -> SplitCheck:
     if not (layout.image_dir.is_dir() and layout.panoptic_dir.is_dir()):
         out.info.append("image/PNG files not checked: their folder is missing")
         return out
-    problems = validate_items(layout, panoptic, narratives, deep=deep)
+    problems = validate_items(layout, panoptic, NarrativeView.from_narratives(narratives), deep=deep)
     by_reason: dict[str, list] = defaultdict(list)
     for p in problems:
         by_reason[p.reason].append(p)

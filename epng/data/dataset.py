@@ -12,7 +12,7 @@ at the first bad item; ``mode="skip"`` leaves bad items out and counts them by r
 Checks happen in two places:
 
 * **At construction** (main process, cheap): the split's folders and json files exist
-  (always an error, in both modes), every record parses (``load_narratives``), and every
+  (always an error, in both modes), every record parses (:func:`epng.data.png_format.parse_record`), and every
   referenced image file and panoptic PNG exists (one ``stat`` per image). With
   ``validate="deep"`` it also decodes every image and panoptic PNG once and checks sizes
   and that every referenced segment id has pixels, so that ``__getitem__`` never skips.
@@ -26,9 +26,12 @@ Checks happen in two places:
   :meth:`PNGDataset.report`. ``__getitem__`` itself does not count (a worker's counters
   would be lost), so nothing is counted twice.
 
-Word pieces are computed once at construction (single-caption encodes, no tokenizer
-thread pool, so DataLoader workers fork cleanly and never need the tokenizer). Phrases
-that get no word piece (lost to ``max_length``) are kept out of the model's phrase list,
+The split is parsed and tokenized once, at construction, into flat arrays
+(:mod:`epng.data.split_tables`): captions are tokenized in batches, and no per-narrative
+Python object outlives a ``__getitem__``, so DataLoader workers share the arrays instead
+of copying objects. With a cache dir (``cache_dir`` or ``$EPNG_CACHE``) the arrays are
+kept on disk and memory-mapped by every process (:mod:`epng.data.cache`). Phrases that
+get no word piece (lost to ``max_length``) are kept out of the model's phrase list,
 listed in ``meta["truncated_phrase_indices"]`` and counted in the report.
 """
 
@@ -42,14 +45,23 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from epng.data.cache import cache_dir_from, cached_split_tables
 from epng.data.inputs import batch_text_inputs
 from epng.data.items import load_item_arrays, validate_items
 from epng.data.layout import split_layout
+from epng.data.narrative_table import NarrativeView
 from epng.data.options import ERROR_MODES, VALIDATE_MODES, ErrorMode, ResizeMode, ValidateMode, check_option
-from epng.data.panoptic import PanopticIndex, phrase_masks
-from epng.data.png_format import Narrative, load_narratives
+from epng.data.panoptic import phrase_masks
+from epng.data.png_format import Narrative
 from epng.data.skips import BAD_ITEM, NO_GROUNDED_PHRASE, SkipReport
-from epng.data.tokenization import DEFAULT_MAX_LENGTH, align_phrases, require_fast_tokenizer
+from epng.data.split_tables import build_split_tables
+from epng.data.tokenization import (
+    DEFAULT_MAX_LENGTH,
+    PHRASE_EMPTY,
+    PHRASE_PARTIAL,
+    PHRASE_TRUNCATED,
+    require_fast_tokenizer,
+)
 from epng.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeNormalize
 from epng.errors import BadItemError, DataError
 
@@ -124,15 +136,6 @@ class DataReport(SkipReport):
 # --------------------------------------------------------------------------- dataset
 
 
-@dataclass(frozen=True)
-class _Encoded:
-    input_ids: np.ndarray  # int32 (T,)
-    piece_index: np.ndarray  # int32, word-piece positions of the model phrases, concatenated
-    piece_offsets: np.ndarray  # int32 (P_model + 1,)
-    phrase_indices: tuple[int, ...]
-    truncated: tuple[int, ...]
-
-
 class PNGDataset(torch.utils.data.Dataset):
     """Panoptic Narrative Grounding narratives of one split under a benchmark root.
 
@@ -141,6 +144,12 @@ class PNGDataset(torch.utils.data.Dataset):
     statistics (ImageNet by default). ``tokenizer``: a fast Hugging Face tokenizer.
     ``mode``: ``"strict"`` | ``"skip"`` and ``validate``: ``"files"`` | ``"deep"``, see the
     module docstring. ``max_narratives``: keep only the first N usable narratives.
+    ``cache_dir``: where the parsed split is cached (default ``$EPNG_CACHE``; neither:
+    parsed in memory), see :mod:`epng.data.cache`.
+
+    ``narratives`` is a lazy ``Sequence[Narrative]`` (:class:`NarrativeView`);
+    ``cache_status`` says where the tables came from: ``"memory"`` (no cache),
+    ``"loaded"``, ``"built"`` or ``"rebuilt (why)"``.
     """
 
     def __init__(
@@ -156,6 +165,7 @@ class PNGDataset(torch.utils.data.Dataset):
         mode: ErrorMode = "strict",
         validate: ValidateMode = "files",
         max_narratives: int | None = None,
+        cache_dir: str | Path | None = None,
     ):
         check_option("mode", mode, ERROR_MODES)
         check_option("validate", validate, VALIDATE_MODES)
@@ -171,54 +181,62 @@ class PNGDataset(torch.utils.data.Dataset):
                 raise DataError(
                     f"{path}: folder not found (run `epng check-data --data-root {root}` for the full list)"
                 )
-        self.panoptic = PanopticIndex(self.layout.panoptic_json)
-        narratives, load_report = load_narratives(self.layout.narratives_json, self.panoptic, mode)
-        if max_narratives is not None:
-            narratives = narratives[:max_narratives]  # a prefix, e.g. for quick periodic validation
+        cache = cache_dir_from(cache_dir)
+        self.cache_folder: Path | None = None
+        if cache is None:
+            tables, self.cache_status = build_split_tables(self.layout, tokenizer, max_length), "memory"
+        else:
+            tables, self.cache_status, self.cache_folder = cached_split_tables(
+                self.layout, tokenizer, max_length, cache
+            )
+        self.panoptic = tables.panoptic
+        self._alignment = tables.alignment
+        load_report = tables.load_report
+        if mode == "strict" and load_report.first_bad is not None:
+            raise load_report.strict_error()
         self._report = DataReport(split=split, n_records=load_report.n_records)
         self._report.merge(load_report)
 
+        narratives = NarrativeView(tables.narratives)
+        if max_narratives is not None:
+            narratives = narratives[:max_narratives]  # a prefix, e.g. for quick periodic validation
         problems = validate_items(self.layout, self.panoptic, narratives, deep=(validate == "deep"))
         if problems and mode == "strict":
             raise DataError(problems[0].message)
-        bad = {p.narrative for p in problems}
         for p in problems:
             self._report.add(p.reason, p.message)
-        self.narratives: list[Narrative] = [n for n in narratives if n.index not in bad]
-        if not self.narratives:
+        bad = np.isin(narratives.record_index, [p.narrative for p in problems])
+        self.narratives: NarrativeView = narratives.select(~bad)
+        if not len(self.narratives):
             raise DataError(f"{self.layout.narratives_json}: no usable narrative\n{self._report.summary()}")
-
-        self._encoded = [self._encode(tokenizer, n) for n in self.narratives]
-        self._report.n_narratives = len(self.narratives)
-        self._report.n_phrases = sum(len(n.phrases) for n in self.narratives)
+        self._count_phrases()
 
     # ------------------------------------------------------------------ construction
 
-    def _encode(self, tokenizer, narrative: Narrative) -> _Encoded:
-        alignment = align_phrases(tokenizer, narrative.caption, [p.span for p in narrative.phrases], self.max_length)
-        lost = set(alignment.lost)
-        kept = [k for k in range(len(narrative.phrases)) if k not in lost]
-        pieces = [alignment.phrase_tokens[k] for k in kept]
-        offsets = np.cumsum([0] + [len(t) for t in pieces]).astype(np.int32)
-        rep = self._report
-        if lost:
-            rep.n_truncated_phrases += len(alignment.truncated)
-            rep.n_empty_phrases += len(alignment.empty)
-            rep.n_truncated_narratives += bool(alignment.truncated)
-            if alignment.truncated and not rep.truncated_example:
-                lost_indices = [narrative.phrases[k].phrase_index for k in alignment.truncated]
-                rep.truncated_example = (
-                    f"record {narrative.index} (image {narrative.image_id}) loses phrases "
-                    f"{lost_indices} beyond {self.max_length} word pieces"
-                )
-        rep.n_partial_phrases += len(alignment.partial)
-        return _Encoded(
-            input_ids=np.asarray(alignment.input_ids, dtype=np.int32),
-            piece_index=np.asarray([t for ts in pieces for t in ts], dtype=np.int32),
-            piece_offsets=offsets,
-            phrase_indices=tuple(narrative.phrases[k].phrase_index for k in kept),
-            truncated=tuple(narrative.phrases[k].phrase_index for k in sorted(lost)),
-        )
+    def _count_phrases(self) -> None:
+        """Grounded phrases, and those that lost word pieces to ``max_length``, of the kept narratives."""
+        rep, rows, status = self._report, self.narratives.rows, self._alignment.status
+        offsets = self.narratives.table.phrase_offsets
+        starts = offsets[:-1]  # every narrative has a phrase
+
+        def per_narrative(flags: np.ndarray) -> np.ndarray:  # (n,) count of the kept narratives' flagged phrases
+            return np.add.reduceat(flags.astype(np.int32), starts)[rows]
+
+        truncated = per_narrative(status == PHRASE_TRUNCATED)
+        rep.n_narratives = len(rows)
+        rep.n_phrases = int(np.diff(offsets)[rows].sum())
+        rep.n_truncated_phrases = int(truncated.sum())
+        rep.n_truncated_narratives = int((truncated > 0).sum())
+        rep.n_empty_phrases = int(per_narrative(status == PHRASE_EMPTY).sum())
+        rep.n_partial_phrases = int(per_narrative(status == PHRASE_PARTIAL).sum())
+        if rep.n_truncated_narratives:
+            first = int(np.flatnonzero(truncated)[0])
+            row = int(rows[first])
+            lost = np.flatnonzero(status[offsets[row] : offsets[row + 1]] == PHRASE_TRUNCATED)
+            rep.truncated_example = (
+                f"record {self.narratives.record_index[first]} (image {self.narratives.image_id[first]}) loses "
+                f"phrases {lost.tolist()} beyond {self.max_length} word pieces"
+            )
 
     # ------------------------------------------------------------------ access
 
@@ -236,21 +254,23 @@ class PNGDataset(torch.utils.data.Dataset):
             return SkippedSample(narrative.index, narrative.image_id, reason, str(err), self.transform.size)
         orig_size = (int(image.shape[-2]), int(image.shape[-1]))
         x, ids, valid = self.transform(image, torch.from_numpy(id_map))
-        enc = self._encoded[i]
-        by_index = {p.phrase_index: p for p in narrative.phrases}
-        tokens = torch.from_numpy(enc.piece_index.astype(np.int64))
+        row = int(self.narratives.rows[i])
+        al = self._alignment
+        t0, t1 = al.token_offsets[row : row + 2].tolist()
+        p0, p1 = self.narratives.table.phrase_offsets[row : row + 2].tolist()
+        bounds = (al.piece_offsets[p0 : p1 + 1] - al.piece_offsets[p0]).tolist()  # pieces of phrase k: [b[k], b[k + 1])
+        pieces = torch.from_numpy(al.pieces[al.piece_offsets[p0] : al.piece_offsets[p1]].astype(np.int64))
+        kept = [k for k in range(p1 - p0) if bounds[k + 1] > bounds[k]]  # phrases with word pieces: the model's
         return PNGSample(
             narrative=narrative.index,
             image_id=narrative.image_id,
             image=x,
             id_map=ids.to(torch.int32),  # ids < 256**3 fit exactly
-            input_ids=torch.from_numpy(enc.input_ids.astype(np.int64)),
-            phrase_tokens=[
-                tokens[enc.piece_offsets[k] : enc.piece_offsets[k + 1]] for k in range(len(enc.phrase_indices))
-            ],
-            phrase_segments=[by_index[k].segment_ids for k in enc.phrase_indices],
-            phrase_indices=list(enc.phrase_indices),
-            truncated_phrase_indices=list(enc.truncated),
+            input_ids=torch.from_numpy(al.input_ids[t0:t1].astype(np.int64)),
+            phrase_tokens=[pieces[bounds[k] : bounds[k + 1]] for k in kept],
+            phrase_segments=[narrative.phrases[k].segment_ids for k in kept],
+            phrase_indices=kept,
+            truncated_phrase_indices=[k for k in range(p1 - p0) if bounds[k + 1] == bounds[k]],
             orig_size=orig_size,
             valid_size=valid,
             pad_token_id=self.pad_token_id,

@@ -12,8 +12,7 @@ Only decoding imports torch (:mod:`epng.io.images`), so checking that files exis
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from epng.data.layout import SplitLayout
+from epng.data.narrative_table import NarrativeView
 from epng.data.panoptic import PanopticImage, PanopticIndex, segment_pixel_counts
 from epng.data.png_format import Narrative
 from epng.data.skips import (
@@ -61,8 +61,8 @@ def png_path(layout: SplitLayout, panoptic: PanopticIndex, image_id: int) -> Pat
     return layout.panoptic_dir / panoptic.image(image_id).png_name
 
 
-def _where(layout: SplitLayout, narrative: Narrative) -> str:
-    return f"[narrative record {narrative.index} of {layout.narratives_json}, image {narrative.image_id}]"
+def _where(layout: SplitLayout, index: int, image_id: int) -> str:
+    return f"[narrative record {index} of {layout.narratives_json}, image {image_id}]"
 
 
 def load_item_arrays(
@@ -76,7 +76,7 @@ def load_item_arrays(
     from epng.io.images import decode_image_file  # torch: only when decoding
 
     info = panoptic.image(narrative.image_id)
-    where = _where(layout, narrative)
+    where = _where(layout, narrative.index, narrative.image_id)
     img_file, png_file = image_path(layout, panoptic, info.image_id), png_path(layout, panoptic, info.image_id)
     try:
         image = decode_image_file(img_file)
@@ -128,53 +128,70 @@ def _check_segments(
 def validate_items(
     layout: SplitLayout,
     panoptic: PanopticIndex,
-    narratives: Sequence[Narrative],
+    narratives: NarrativeView,
     deep: bool = False,
 ) -> list[ItemProblem]:
     """The bad items among ``narratives``, one problem per bad narrative, in record order.
 
     Checks that every image file and panoptic PNG exists; with ``deep`` also everything
     :func:`load_item_arrays` checks. Files are checked once per image, and ``deep``
-    decodes each image and PNG once.
+    decodes each image and PNG once. Only ``deep`` builds the narratives' objects.
     """
-    by_image: dict[int, list[Narrative]] = defaultdict(list)
-    for n in narratives:
-        by_image[n.image_id].append(n)
+    image_ids, records = narratives.image_id, narratives.record_index
+    images, image_of = np.unique(image_ids, return_inverse=True)  # image_of: (n,) position in `images`
+    image_dir, panoptic_dir = str(layout.image_dir), str(layout.panoptic_dir)
+    missing: dict[int, tuple[str, Path, str]] = {}  # position in `images` -> (reason, path, message)
+    for u, (file_name, png_name) in enumerate(panoptic.file_names(images)):
+        if not os.path.isfile(os.path.join(image_dir, file_name)):
+            path = layout.image_dir / file_name
+            missing[u] = (MISSING_IMAGE, path, f"{path}: image file not found")
+        elif not os.path.isfile(os.path.join(panoptic_dir, png_name)):
+            path = layout.panoptic_dir / png_name
+            missing[u] = (MISSING_PNG, path, f"{path}: panoptic PNG not found")
     problems: list[ItemProblem] = []
-
-    def fail(group: Iterable[Narrative], reason: str, path: Path, message: str) -> None:
-        for n in group:
-            problems.append(ItemProblem(n.index, n.image_id, reason, f"{message} {_where(layout, n)}", str(path)))
-
-    for image_id, group in by_image.items():
-        info = panoptic.image(image_id)
-        img_file, png_file = image_path(layout, panoptic, image_id), png_path(layout, panoptic, image_id)
-        if not img_file.is_file():
-            fail(group, MISSING_IMAGE, img_file, f"{img_file}: image file not found")
-            continue
-        if not png_file.is_file():
-            fail(group, MISSING_PNG, png_file, f"{png_file}: panoptic PNG not found")
-            continue
-        if not deep:
-            continue
-        from epng.io.images import decode_image_file  # torch: only when decoding
-
-        try:
-            image_hw = tuple(decode_image_file(img_file).shape[-2:])
-        except DataError as err:
-            fail(group, _reason(err, img_file, MISSING_IMAGE, CORRUPT_IMAGE), img_file, str(err))
-            continue
-        try:
-            id_map = read_id_png(png_file)
-        except DataError as err:
-            fail(group, _reason(err, png_file, MISSING_PNG, CORRUPT_PNG), png_file, str(err))
-            continue
-        counts = segment_pixel_counts(id_map, {s for n in group for p in n.phrases for s in p.segment_ids})
-        for n in group:
-            try:
-                _check_sizes(info, img_file, image_hw, png_file, id_map.shape, _where(layout, n))
-                _check_segments(n, id_map, png_file, _where(layout, n), counts)
-            except BadItemError as err:
-                problems.append(ItemProblem(n.index, n.image_id, err.reason, str(err), err.path))
+    for k in np.flatnonzero(np.isin(image_of, list(missing))).tolist():
+        reason, path, message = missing[int(image_of[k])]
+        index, image_id = int(records[k]), int(image_ids[k])
+        where = _where(layout, index, image_id)
+        problems.append(ItemProblem(index, image_id, reason, f"{message} {where}", str(path)))
+    if deep:
+        order = np.argsort(image_of, kind="stable")
+        bounds = np.searchsorted(image_of[order], np.arange(len(images) + 1)).tolist()
+        for u, image_id in enumerate(images.tolist()):
+            if u not in missing:
+                group = [narratives[k] for k in order[bounds[u] : bounds[u + 1]].tolist()]
+                problems += _deep_problems(layout, panoptic.image(image_id), group)
     problems.sort(key=lambda p: p.narrative)
+    return problems
+
+
+def _deep_problems(layout: SplitLayout, info: PanopticImage, group: list[Narrative]) -> list[ItemProblem]:
+    """Decode the image and PNG of ``info`` once and check them for every narrative of ``group``."""
+    from epng.io.images import decode_image_file  # torch: only when decoding
+
+    img_file, png_file = layout.image_dir / info.file_name, layout.panoptic_dir / info.png_name
+
+    def fail(reason: str, path: Path, message: str) -> list[ItemProblem]:
+        return [
+            ItemProblem(n.index, n.image_id, reason, f"{message} {_where(layout, n.index, n.image_id)}", str(path))
+            for n in group
+        ]
+
+    try:
+        image_hw = tuple(decode_image_file(img_file).shape[-2:])
+    except DataError as err:
+        return fail(_reason(err, img_file, MISSING_IMAGE, CORRUPT_IMAGE), img_file, str(err))
+    try:
+        id_map = read_id_png(png_file)
+    except DataError as err:
+        return fail(_reason(err, png_file, MISSING_PNG, CORRUPT_PNG), png_file, str(err))
+    counts = segment_pixel_counts(id_map, {s for n in group for p in n.phrases for s in p.segment_ids})
+    problems = []
+    for n in group:
+        where = _where(layout, n.index, n.image_id)
+        try:
+            _check_sizes(info, img_file, image_hw, png_file, id_map.shape, where)
+            _check_segments(n, id_map, png_file, where, counts)
+        except BadItemError as err:
+            problems.append(ItemProblem(n.index, n.image_id, err.reason, str(err), err.path))
     return problems

@@ -7,14 +7,15 @@ and its ``segments_info`` (segment id -> category id).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from epng.data.columns import StringColumn, offsets_of
 from epng.errors import DataError
-from epng.io.json_file import load_json
+from epng.io.json_file import is_int, load_json
 
 
 def _lookup(wanted: np.ndarray, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,8 +68,29 @@ class PanopticImage:
     segment_category: dict[int, int]
 
 
+#: the arrays of a :class:`PanopticIndex`, one entry per annotated image (ascending id) or per segment
+PANOPTIC_ARRAYS = (
+    "image_ids",
+    "heights",
+    "widths",
+    "file_names",
+    "file_name_offsets",
+    "png_names",
+    "png_name_offsets",
+    "segment_offsets",
+    "segment_ids",
+    "segment_categories",
+)
+
+
 class PanopticIndex:
-    """Index of a COCO panoptic json: images, their segments and the categories."""
+    """Index of a COCO panoptic json: images, their segments and the categories.
+
+    The images and segments are held in flat arrays (:data:`PANOPTIC_ARRAYS`, see
+    :meth:`arrays`), so an index of a hundred thousand images is a few arrays that a
+    cache can memory-map (:meth:`from_arrays`); :meth:`image` and :attr:`images` build a
+    :class:`PanopticImage` on access. An image id annotated twice keeps its last annotation.
+    """
 
     def __init__(self, json_path: str | Path):
         self.path = Path(json_path)
@@ -83,33 +105,120 @@ class PanopticIndex:
             images = {int(im["id"]): im for im in data["images"]}
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"{self.path}: malformed category or image entry ({err!r})") from None
-        self.images: dict[int, PanopticImage] = {}
+        entries: dict[int, tuple] = {}
         for i, ann in enumerate(data["annotations"]):
             try:
                 image_id = int(ann["image_id"])
                 im = images[image_id]
                 segments = {int(s["id"]): int(s["category_id"]) for s in ann["segments_info"]}
-                entry = PanopticImage(
-                    image_id=image_id,
-                    file_name=str(im["file_name"]),
-                    height=int(im["height"]),
-                    width=int(im["width"]),
-                    png_name=str(ann["file_name"]),
-                    segment_category=segments,
-                )
+                entry = (str(im["file_name"]), int(im["height"]), int(im["width"]), str(ann["file_name"]), segments)
             except (KeyError, TypeError, ValueError) as err:
                 raise DataError(f"{self.path}: annotations[{i}] is malformed ({err!r})") from None
             unknown = sorted(c for c in segments.values() if c not in self.categories)
             if unknown:
                 raise DataError(f"{self.path}: annotations[{i}] uses unknown category ids {unknown}")
-            self.images[image_id] = entry
+            entries[image_id] = entry
+        ids = sorted(entries)
+        rows = [entries[i] for i in ids]
+        files, pngs = StringColumn.from_strings(r[0] for r in rows), StringColumn.from_strings(r[3] for r in rows)
+        self._set_arrays(
+            {
+                "image_ids": np.asarray(ids, dtype=np.int64),
+                "heights": np.asarray([r[1] for r in rows], dtype=np.int64),
+                "widths": np.asarray([r[2] for r in rows], dtype=np.int64),
+                "file_names": files.data,
+                "file_name_offsets": files.offsets,
+                "png_names": pngs.data,
+                "png_name_offsets": pngs.offsets,
+                "segment_offsets": offsets_of([len(r[4]) for r in rows]),
+                "segment_ids": np.asarray([s for r in rows for s in r[4]], dtype=np.int64),
+                "segment_categories": np.asarray([c for r in rows for c in r[4].values()], dtype=np.int64),
+            }
+        )
+
+    @classmethod
+    def from_arrays(cls, json_path: str | Path, arrays: dict[str, np.ndarray], categories: dict[int, dict]):
+        """The index that :meth:`arrays` and :attr:`categories` describe (e.g. memory-mapped from a cache)."""
+        index = cls.__new__(cls)
+        index.path = Path(json_path)
+        index.categories = {int(k): v for k, v in categories.items()}
+        index._set_arrays(arrays)
+        return index
+
+    def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self._arrays = {name: arrays[name] for name in PANOPTIC_ARRAYS}
+        a = self._arrays
+        self._ids = a["image_ids"]
+        self._files = StringColumn(a["file_names"], a["file_name_offsets"])
+        self._pngs = StringColumn(a["png_names"], a["png_name_offsets"])
+        self._thing = {c: bool(v["isthing"]) for c, v in self.categories.items()}
+        self.images: Mapping[int, PanopticImage] = _Images(self)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The flat arrays of the index (:data:`PANOPTIC_ARRAYS`)."""
+        return dict(self._arrays)
+
+    def position(self, image_id: int) -> int:
+        """Row of ``image_id`` in :meth:`arrays`, or -1 when it has no annotation."""
+        k = int(np.searchsorted(self._ids, image_id))
+        return k if k < len(self._ids) and self._ids[k] == image_id else -1
+
+    def _segments_at(self, k: int) -> dict[int, int]:
+        a = self._arrays
+        s, e = int(a["segment_offsets"][k]), int(a["segment_offsets"][k + 1])
+        return dict(zip(a["segment_ids"][s:e].tolist(), a["segment_categories"][s:e].tolist()))
+
+    def _image_at(self, k: int) -> PanopticImage:
+        a = self._arrays
+        return PanopticImage(
+            image_id=int(self._ids[k]),
+            file_name=self._files[k],
+            height=int(a["heights"][k]),
+            width=int(a["widths"][k]),
+            png_name=self._pngs[k],
+            segment_category=self._segments_at(k),
+        )
+
+    def segments(self, image_id: int) -> dict[int, int] | None:
+        """Segment id -> category id of an image, or None when it has no annotation."""
+        k = self.position(image_id)
+        return None if k < 0 else self._segments_at(k)
 
     def image(self, image_id: int) -> PanopticImage:
-        try:
-            return self.images[image_id]
-        except KeyError:
-            raise DataError(f"{self.path}: image {image_id} has no panoptic annotation") from None
+        k = self.position(image_id)
+        if k < 0:
+            raise DataError(f"{self.path}: image {image_id} has no panoptic annotation")
+        return self._image_at(k)
+
+    def file_names(self, image_ids: np.ndarray) -> list[tuple[str, str]]:
+        """(image file name, panoptic PNG file name) of each of ``image_ids``, in one pass over the names."""
+        k = np.minimum(np.searchsorted(self._ids, image_ids), max(len(self._ids) - 1, 0))
+        absent = np.flatnonzero(self._ids[k] != image_ids) if len(self._ids) else np.arange(len(image_ids))
+        if len(absent):
+            raise DataError(f"{self.path}: image {int(image_ids[absent[0]])} has no panoptic annotation")
+        return list(zip(self._files.take(k), self._pngs.take(k)))
+
+    def category_is_thing(self, category_id: int) -> bool:
+        return self._thing[category_id]
 
     def is_thing(self, image_id: int, segment_id: int) -> bool:
-        category = self.image(image_id).segment_category[segment_id]
-        return bool(self.categories[category]["isthing"])
+        return self.category_is_thing(self.image(image_id).segment_category[segment_id])
+
+
+class _Images(Mapping):
+    """Image id -> :class:`PanopticImage` of an index, built on access."""
+
+    def __init__(self, index: PanopticIndex):
+        self._index = index
+
+    def __getitem__(self, image_id: int) -> PanopticImage:
+        k = self._index.position(image_id) if is_int(image_id) else -1
+        if k < 0:
+            raise KeyError(image_id)
+        return self._index._image_at(k)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._index._ids.tolist())
+
+    def __len__(self) -> int:
+        return len(self._index._ids)

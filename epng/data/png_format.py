@@ -10,8 +10,11 @@ nothing to evaluate and is left out.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from epng.data.options import ErrorMode
 from epng.data.panoptic import PanopticIndex
@@ -60,6 +63,31 @@ class LoadReport(SkipReport):
     grounded phrase included)."""
 
     n_records: int = 0
+    first_bad: tuple[str, str] | None = None  # (message, reason) of the first bad record, in skip mode
+
+    def strict_error(self) -> BadItemError | None:
+        """The error strict mode raises for these records (the first bad one), or None."""
+        return None if self.first_bad is None else BadItemError(*self.first_bad)
+
+
+_ASCII_SPACE = np.array([chr(c).isspace() for c in range(128)])
+
+
+def _normalized(text: str) -> tuple[str, list[int]]:
+    """``text`` without whitespace, each character lower-cased on its own, and the index in
+    ``text`` of every character of the result."""
+    if text.isascii():  # one character in, one out: the same result, without a loop in Python
+        kept = np.flatnonzero(~_ASCII_SPACE[np.frombuffer(text.encode("ascii"), dtype=np.uint8)])
+        return "".join(text.split()).lower(), kept.tolist()
+    chars: list[str] = []
+    index: list[int] = []
+    for i, ch in enumerate(text):
+        if ch.isspace():
+            continue
+        for lc in ch.lower():
+            chars.append(lc)
+            index.append(i)
+    return "".join(chars), index
 
 
 def locate_utterances(caption: str, utterances: list[str]) -> list[tuple[int, int]]:
@@ -70,15 +98,7 @@ def locate_utterances(caption: str, utterances: list[str]) -> list[tuple[int, in
     gets an empty span at the current position. Raises ``ValueError`` naming the
     first utterance that cannot be found after the previous one.
     """
-    norm_chars: list[str] = []
-    norm_to_orig: list[int] = []
-    for i, ch in enumerate(caption):
-        if ch.isspace():
-            continue
-        for lc in ch.lower():
-            norm_chars.append(lc)
-            norm_to_orig.append(i)
-    norm = "".join(norm_chars)
+    norm, norm_to_orig = _normalized(caption)
 
     spans: list[tuple[int, int]] = []
     cursor = 0  # position in `norm`
@@ -133,8 +153,8 @@ def parse_record(index: int, record: object, panoptic: PanopticIndex, source: Pa
     except ValueError as err:
         raise BadItemError(f"{where}: {err}", NOT_IN_CAPTION) from None
 
-    image = panoptic.images.get(image_id)
-    if image is None:
+    segments = panoptic.segments(image_id)
+    if segments is None:
         message = f"{where}: image {image_id} has no panoptic annotation in {panoptic.path}"
         raise BadItemError(message, NO_PANOPTIC_ANNOTATION)
     phrases: list[GroundedPhrase] = []
@@ -146,7 +166,7 @@ def parse_record(index: int, record: object, panoptic: PanopticIndex, source: Pa
         except (TypeError, ValueError, OverflowError):
             message = f"{where}: segments[{k}] has a non-integer segment id {chunk['segment_ids']!r}"
             raise BadItemError(message, MALFORMED_RECORD) from None
-        missing = [s for s in segment_ids if s not in image.segment_category]
+        missing = [s for s in segment_ids if s not in segments]
         if missing:
             message = (
                 f"{where}: segments[{k}] {chunk['utterance']!r} uses segment ids {missing} "
@@ -161,10 +181,41 @@ def parse_record(index: int, record: object, panoptic: PanopticIndex, source: Pa
                 span=span,
                 segment_ids=segment_ids,
                 is_plural=len(segment_ids) >= 2,
-                is_thing=panoptic.is_thing(image_id, segment_ids[-1]),
+                is_thing=panoptic.category_is_thing(segments[segment_ids[-1]]),
             )
         )
     return Narrative(index=index, image_id=image_id, caption=caption, phrases=tuple(phrases))
+
+
+def read_records(json_path: str | Path) -> list:
+    """The records of ``png_coco_<split>.json``; :class:`DataError` unless the file holds a JSON list."""
+    data = load_json(json_path)
+    if not isinstance(data, list):
+        raise DataError(f"{json_path}: expected a JSON list of narratives, got {type(data).__name__}")
+    return data
+
+
+def parse_records(
+    records: list, panoptic: PanopticIndex, source: Path, report: LoadReport, mode: ErrorMode = "strict"
+) -> Iterator[Narrative]:
+    """The narratives with a grounded phrase among ``records``, in order (records without one are counted).
+
+    ``mode="strict"`` raises the first bad record's :class:`BadItemError`; ``"skip"`` leaves
+    it out and counts it in ``report`` (whose ``first_bad`` keeps the first one).
+    """
+    for index, record in enumerate(records):
+        try:
+            narrative = parse_record(index, record, panoptic, source)
+        except BadItemError as err:
+            if mode == "strict":
+                raise
+            report.add(err.reason, str(err))
+            report.first_bad = report.first_bad or (str(err), err.reason)
+            continue
+        if narrative.phrases:
+            yield narrative
+        else:
+            report.add(NO_GROUNDED_PHRASE, f"{source}: record {index} has no grounded noun phrase")
 
 
 def load_narratives(
@@ -176,21 +227,6 @@ def load_narratives(
     leaves it out and counts it in the returned :class:`LoadReport`.
     """
     path = Path(json_path)
-    data = load_json(path)
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of narratives, got {type(data).__name__}")
-    report = LoadReport(n_records=len(data))
-    narratives: list[Narrative] = []
-    for index, record in enumerate(data):
-        try:
-            narrative = parse_record(index, record, panoptic, path)
-        except BadItemError as err:
-            if mode == "strict":
-                raise
-            report.add(err.reason, str(err))
-            continue
-        if narrative.phrases:
-            narratives.append(narrative)
-        else:
-            report.add(NO_GROUNDED_PHRASE, f"{path}: record {index} has no grounded noun phrase")
-    return narratives, report
+    records = read_records(path)
+    report = LoadReport(n_records=len(records))
+    return list(parse_records(records, panoptic, path, report, mode)), report

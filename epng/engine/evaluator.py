@@ -13,11 +13,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from epng.data.dataset import PNGDataset, collate_png
-from epng.data.items import image_path
+from epng.data.items import image_path, png_path
 from epng.data.options import ErrorMode
+from epng.data.panoptic import phrase_masks
 from epng.engine.distributed import DistContext, gather_objects
 from epng.inference import Predictor
 from epng.io.images import decode_image_file
+from epng.io.panoptic_png import read_id_png
 from epng.io.rle import encode_mask
 from epng.metrics.plots import plot_recall_curves
 from epng.metrics.png_metric import format_metrics_table
@@ -94,7 +96,6 @@ class PredictionWriter:
         self.out_dir, self.dataset, self.n_overlays = out_dir, dataset, n_overlays
         self.path = out_dir / "predictions.jsonl"
         self._file = open(self.path, "a" if append else "w", encoding="utf-8")
-        self._truth = PNGEvaluator(dataset.narratives, dataset.panoptic, dataset.layout.panoptic_dir)
         self.n_lines = 0
         self.overlays: list[Path] = []
 
@@ -112,16 +113,17 @@ class PredictionWriter:
             self._draw(meta, masks, ious)
 
     def _draw(self, meta: dict, masks: np.ndarray, ious: list[float]) -> None:
-        narrative = self._truth.narrative(meta["narrative"])
+        narratives, layout, panoptic = self.dataset.narratives, self.dataset.layout, self.dataset.panoptic
+        narrative = narratives[narratives.find(meta["narrative"])]
         phrases = {p.phrase_index: p for p in narrative.phrases}
         shown = [phrases[k] for k in meta["phrase_indices"]]
-        image = decode_image_file(image_path(self.dataset.layout, self.dataset.panoptic, meta["image_id"]))
-        image = image.permute(1, 2, 0).numpy()
+        image = decode_image_file(image_path(layout, panoptic, meta["image_id"])).permute(1, 2, 0).numpy()
         stem = self.out_dir / "overlays" / f"narrative_{meta['narrative']:06d}"
         texts = [p.text for p in shown]
         spans = [p.span for p in shown]
         self.overlays.append(save_phrase_overlay(image, masks, texts, f"{stem}.png", narrative.caption, spans))
-        gt = np.stack([self._truth.gt_mask(narrative.index, p.phrase_index) for p in shown]) if shown else masks
+        id_map = read_id_png(png_path(layout, panoptic, meta["image_id"]))
+        gt = phrase_masks(id_map, [p.segment_ids for p in shown]) if shown else masks
         save_phrase_panels(image, masks, gt, texts, ious, f"{stem}_phrases.png")
 
     def flush(self) -> int:

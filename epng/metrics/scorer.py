@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from epng.data.layout import split_layout
+from epng.data.narrative_table import NarrativeView
 from epng.data.options import ErrorMode
 from epng.data.panoptic import PanopticIndex, phrase_masks
 from epng.data.png_format import GroundedPhrase, Narrative, load_narratives
@@ -62,25 +63,25 @@ class PNGEvaluator:
 
     def __init__(
         self,
-        narratives: Iterable[Narrative],
+        narratives: Iterable[Narrative] | NarrativeView,
         panoptic: PanopticIndex | None = None,
         panoptic_dir: str | Path | None = None,
         *,
         n_records: int | None = None,
         cache_size: int = 4,
     ):
-        self.narratives: dict[int, Narrative] = {}
-        for narrative in narratives:
-            if narrative.index in self.narratives:
-                raise ValueError(f"narrative index {narrative.index} given twice")
-            if narrative.phrases:
-                self.narratives[narrative.index] = narrative
+        # A NarrativeView (a dataset's narratives) is used as is: nothing per narrative is held in memory.
+        view = narratives if isinstance(narratives, NarrativeView) else NarrativeView.from_narratives(narratives)
+        self._view = view.select(np.diff(view.phrase_offsets) > 0)
+        self.narratives = self._view.by_record()  # record index -> Narrative, built on access
+        self._offsets = self._view.phrase_offsets  # phrases of narrative k: [o[k], o[k + 1])
+        self._last: Narrative | None = None  # the narrative looked up last (phrases come narrative by narrative)
         self.panoptic = panoptic
         self.panoptic_dir = None if panoptic_dir is None else Path(panoptic_dir)
         self.n_records = n_records
         self.cache_size = max(1, int(cache_size))
         self._id_maps: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._ious: dict[tuple[int, int], float] = {}
+        self._iou = np.full(int(self._offsets[-1]), np.nan)  # one IoU per phrase, NaN until given
 
     @classmethod
     def from_split(cls, data_root: str | Path, split: str, mode: ErrorMode = "strict", **kwargs) -> PNGEvaluator:
@@ -91,12 +92,12 @@ class PNGEvaluator:
         return cls(narratives, panoptic, layout.panoptic_dir, n_records=report.n_records, **kwargs)
 
     # ----------------------------------------------------------------- lookup
-    def narrative(self, narrative: int, image_id: int | None = None) -> Narrative:
-        """The narrative with record index ``narrative``; raises PredictionError if unknown or mismatched."""
+    def _position(self, narrative: int, image_id: int | None = None) -> int:
+        """Position of record ``narrative`` among the narratives; PredictionError if unknown or mismatched."""
         if not is_int(narrative):
             raise PredictionError(f"'narrative' must be an integer record index, got {narrative!r}")
-        found = self.narratives.get(int(narrative))
-        if found is None:
+        k = self._view.find(int(narrative))
+        if k < 0:
             if self.n_records is not None and not 0 <= narrative < self.n_records:
                 raise PredictionError(
                     f"unknown narrative {narrative}: the narratives file has records 0..{self.n_records - 1}"
@@ -104,22 +105,39 @@ class PNGEvaluator:
             raise PredictionError(
                 f"narrative {narrative} has no grounded noun phrase (or was skipped), nothing to predict"
             )
-        if image_id is not None and int(image_id) != found.image_id:
+        found = int(self._view.image_id[k])
+        if image_id is not None and int(image_id) != found:
             raise PredictionError(
-                f"image_id {image_id} does not match narrative {narrative}, which is about image {found.image_id}"
+                f"image_id {image_id} does not match narrative {narrative}, which is about image {found}"
             )
-        return found
+        return k
 
-    def phrase(self, narrative: int, phrase_index: int, image_id: int | None = None) -> GroundedPhrase:
-        record = self.narrative(narrative, image_id)
+    def image_id_of(self, narrative: int) -> int:
+        """The image of the narrative with record index ``narrative`` (PredictionError if unknown)."""
+        return int(self._view.image_id[self._position(narrative)])
+
+    def narrative(self, narrative: int, image_id: int | None = None) -> Narrative:
+        """The narrative with record index ``narrative``; raises PredictionError if unknown or mismatched."""
+        k = self._position(narrative, image_id)
+        if self._last is None or self._last.index != narrative:
+            self._last = self._view[k]
+        return self._last
+
+    def _phrase_position(self, narrative: int, phrase_index: int, image_id: int | None = None) -> int:
+        """Position of a phrase in the per-phrase arrays; raises PredictionError if unknown."""
+        k = self._position(narrative, image_id)
         if not is_int(phrase_index):
             raise PredictionError(f"'phrase_index' must be an integer, got {phrase_index!r}")
-        if not 0 <= phrase_index < len(record.phrases):
+        n = int(self._offsets[k + 1] - self._offsets[k])
+        if not 0 <= phrase_index < n:
             raise PredictionError(
-                f"unknown phrase_index {phrase_index}: narrative {narrative} has {len(record.phrases)} "
-                f"grounded phrases (0..{len(record.phrases) - 1})"
+                f"unknown phrase_index {phrase_index}: narrative {narrative} has {n} grounded phrases (0..{n - 1})"
             )
-        return record.phrases[int(phrase_index)]
+        return int(self._offsets[k]) + int(phrase_index)
+
+    def phrase(self, narrative: int, phrase_index: int, image_id: int | None = None) -> GroundedPhrase:
+        self._phrase_position(narrative, phrase_index, image_id)
+        return self.narrative(narrative).phrases[int(phrase_index)]
 
     def image_size(self, image_id: int) -> tuple[int, int]:
         """Original (height, width) of an image, from the panoptic json."""
@@ -157,31 +175,29 @@ class PNGEvaluator:
         return phrase_masks(self.id_map(record.image_id), [phrase.segment_ids])[0]
 
     # --------------------------------------------------------------- feeding
-    def _key(self, narrative: int, phrase_index: int, image_id: int | None) -> tuple[int, int]:
-        self.phrase(narrative, phrase_index, image_id)
-        key = (int(narrative), int(phrase_index))
-        if key in self._ious:
-            raise PredictionError(f"duplicate prediction for narrative {key[0]}, phrase_index {key[1]}")
-        return key
+    def _key(self, narrative: int, phrase_index: int, image_id: int | None) -> int:
+        pos = self._phrase_position(narrative, phrase_index, image_id)
+        if not np.isnan(self._iou[pos]):
+            raise PredictionError(f"duplicate prediction for narrative {narrative}, phrase_index {phrase_index}")
+        return pos
 
     def add_iou(self, narrative: int, phrase_index: int, iou: float, image_id: int | None = None) -> None:
         """Record a precomputed IoU for a phrase."""
-        key = self._key(narrative, phrase_index, image_id)
+        pos = self._key(narrative, phrase_index, image_id)
         iou = float(iou)
         if not 0.0 <= iou <= 1.0:  # also rejects NaN
-            raise PredictionError(f"IoU {iou} for narrative {key[0]}, phrase_index {key[1]} is not in [0, 1]")
-        self._ious[key] = iou
+            raise PredictionError(f"IoU {iou} for narrative {narrative}, phrase_index {phrase_index} is not in [0, 1]")
+        self._iou[pos] = iou
 
     def add_mask(self, narrative: int, phrase_index: int, mask: np.ndarray, image_id: int | None = None) -> float:
-        """Score a binary (h, w) mask at the image's original size; returns its IoU."""
-        key = self._key(narrative, phrase_index, image_id)
-        record = self.narratives[key[0]]
+        """Score a binary (h, w) mask at the image's original size; returns its IoU (only the IoU is kept)."""
+        pos = self._key(narrative, phrase_index, image_id)
         mask = np.asarray(mask)
-        size = self.image_size(record.image_id)
+        size = self.image_size(self.narrative(narrative).image_id)
         if mask.shape != size:
             raise PredictionError(f"mask shape {tuple(mask.shape)} does not match the image's original size {size}")
-        iou = iou_from_counts(*intersection_union(mask, self.gt_mask(*key)))
-        self._ious[key] = iou
+        iou = iou_from_counts(*intersection_union(mask, self.gt_mask(narrative, phrase_index)))
+        self._iou[pos] = iou
         return iou
 
     def add_rle(self, narrative: int, phrase_index: int, segmentation: dict, image_id: int | None = None) -> float:
@@ -196,11 +212,12 @@ class PNGEvaluator:
     # --------------------------------------------------------- distribution
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The IoUs received so far as ``{"narrative": int64, "phrase_index": int64, "iou": float64}`` arrays."""
-        keys = sorted(self._ious)
+        given = np.flatnonzero(~np.isnan(self._iou))
+        owner = np.searchsorted(self._offsets, given, side="right") - 1
         return {
-            "narrative": np.asarray([k[0] for k in keys], dtype=np.int64),
-            "phrase_index": np.asarray([k[1] for k in keys], dtype=np.int64),
-            "iou": np.asarray([self._ious[k] for k in keys], dtype=np.float64),
+            "narrative": self._view.record_index[owner].astype(np.int64),
+            "phrase_index": (given - self._offsets[owner]).astype(np.int64),
+            "iou": self._iou[given].astype(np.float64),
         }
 
     def merge_arrays(self, narrative: Any, phrase_index: Any, iou: Any) -> None:
@@ -210,40 +227,42 @@ class PNGEvaluator:
         iou = np.asarray(iou, dtype=np.float64).reshape(-1)
         if not (narrative.shape == phrase_index.shape == iou.shape):
             raise ValueError("narrative, phrase_index and iou must have the same length")
-        for n, p, v in zip(narrative.tolist(), phrase_index.tolist(), iou.tolist()):
+        known = self._view.record_index
+        if len(narrative) and len(known):  # all at once when every entry is good
+            k = np.minimum(np.searchsorted(known, narrative), len(known) - 1)
+            count = self._offsets[k + 1] - self._offsets[k]
+            pos = self._offsets[k] + phrase_index
+            ok = (known[k] == narrative) & (phrase_index >= 0) & (phrase_index < count) & (iou >= 0.0) & (iou <= 1.0)
+            if ok.all() and np.isnan(self._iou[pos]).all() and len(np.unique(pos)) == len(pos):
+                self._iou[pos] = iou
+                return
+        for n, p, v in zip(narrative.tolist(), phrase_index.tolist(), iou.tolist()):  # to raise on the first bad one
             self.add_iou(n, p, v)
 
     # ---------------------------------------------------------------- result
     def phrases(self) -> Iterator[PhraseRecord]:
         """Every grounded phrase, in (narrative index, phrase_index) order."""
-        for index in sorted(self.narratives):
-            record = self.narratives[index]
+        for record in self._view:
             for phrase in record.phrases:
-                yield PhraseRecord(index, record.image_id, phrase)
+                yield PhraseRecord(record.index, record.image_id, phrase)
 
     def phrase_arrays(self) -> dict[str, np.ndarray]:
         """Per phrase (in :meth:`phrases` order): ``iou`` (0 when missing), ``is_thing``, ``is_plural``, ``missing``."""
-        ious, thing, plural, missing = [], [], [], []
-        for rec in self.phrases():
-            value = self._ious.get((rec.narrative, rec.phrase.phrase_index))
-            ious.append(0.0 if value is None else value)
-            missing.append(value is None)
-            thing.append(rec.phrase.is_thing)
-            plural.append(rec.phrase.is_plural)
+        missing = np.isnan(self._iou)
         return {
-            "iou": np.asarray(ious, dtype=np.float64),
-            "is_thing": np.asarray(thing, dtype=bool),
-            "is_plural": np.asarray(plural, dtype=bool),
-            "missing": np.asarray(missing, dtype=bool),
+            "iou": np.where(missing, 0.0, self._iou),
+            "is_thing": np.asarray(self._view.is_thing, dtype=bool),
+            "is_plural": np.asarray(self._view.is_plural, dtype=bool),
+            "missing": missing,
         }
 
     @property
     def n_phrases(self) -> int:
-        return sum(len(n.phrases) for n in self.narratives.values())
+        return len(self._iou)
 
     def __len__(self) -> int:
         """Number of phrases scored so far."""
-        return len(self._ious)
+        return int((~np.isnan(self._iou)).sum())
 
     def compute(self) -> dict:
         """The metrics dict of :func:`epng.metrics.png_metric.compute_metrics` over all phrases."""
@@ -271,7 +290,7 @@ def evaluate_predictions(
     checked = read_predictions(evaluator, predictions)
     by_image: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for key in checked:
-        by_image[evaluator.narratives[key[0]].image_id].append(key)
+        by_image[evaluator.image_id_of(key[0])].append(key)
     for image_id in sorted(by_image):
         for key in sorted(by_image[image_id]):
             line_no, rle = checked.pop(key)
