@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from epng.bench.harness import markdown_table
-from epng.bench.machine import machine_info
+from epng.bench.machine import isa_line, machine_info
 
 
 def pick_split(root: str | Path, split: str | None) -> str:
