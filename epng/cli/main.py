@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "synth-refer": "epng.cli.synth_refer",
     "res-eval": "epng.cli.res_eval",
     "bench": "epng.cli.bench",
+    "export": "epng.cli.export",
 }
 
 
