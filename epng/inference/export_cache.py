@@ -16,17 +16,18 @@ from pathlib import Path
 
 import torch
 
-from epng.inference.onnx_export import ExportedGraphs
+from epng.inference.onnx_export import GRAPH_VERSION, OPSET, ExportedGraphs
 from epng.model import EPNG
 
 MANIFEST = "graphs.json"
 
 
 def model_key(model: EPNG, text: bool) -> str:
-    """Digest of ``model``'s config and weights (and whether the text graph is included)."""
+    """Digest of ``model``'s config and weights, of the exported formulation's version and opset,
+    and of whether the text graph is included."""
     digest = hashlib.blake2b(digest_size=12)
     digest.update(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
-    digest.update(b"text" if text else b"no-text")
+    digest.update(f"{GRAPH_VERSION} {OPSET} {'text' if text else 'no-text'}".encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())

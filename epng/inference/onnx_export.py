@@ -7,7 +7,8 @@ phrase / word-piece count), in fp32, opset `OPSET`:
   P2 for the ``"fpn"`` head]; BatchNorm folded into the convolutions first.
 * **communicator** -- ``fused`` + ``phrases`` (B, P, C) + ``phrase_mask`` (B, P) bool ->
   ``communicated`` (B, C, S/16, S/16). LPA runs its banded formulation
-  (`epng.model.lpa.banded`): exact, the grid fixed by ``S``, no (N, N) table.
+  (`epng.model.lpa.banded`): exact, the grid fixed by ``S``, no (N, N) table; the phrase
+  cross-attention its reassociated form (`epng.inference.fold_cross`).
 * **head** -- ``communicated`` + ``phrases`` [+ ``fine*``] -> ``mask_logits`` (B, P, S/4, S/4),
   the inference head (`DenseHead.mask_logits`).
 * **text** -- ``input_ids``, ``attention_mask`` (B, T) int64 -> the frozen transformer's hidden
@@ -22,9 +23,11 @@ communicator and head graphs chained: images + phrase features -> mask logits), 
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,10 +35,12 @@ from torch import Tensor, nn
 
 from epng.errors import ConfigError
 from epng.inference.fold_bn import fold_conv_bn
+from epng.inference.fold_cross import fold_cross_attention
 from epng.model import EPNG
 from epng.model.lpa.banded import banded_lpa
 
 OPSET = 18
+GRAPH_VERSION = 2  # bumped whenever the exported formulation changes (exported graph folders are keyed by it)
 MAX_BATCH = 1024
 MAX_PHRASES = 4096
 
@@ -55,9 +60,9 @@ class VisualGraph(nn.Module):
 class CommunicatorGraph(nn.Module):
     """fused (B, C, h, w), phrases (B, P, C), phrase_mask (B, P) bool -> communicated (B, C, h, w)."""
 
-    def __init__(self, model: EPNG) -> None:
+    def __init__(self, communicator: nn.Module) -> None:
         super().__init__()
-        self.communicator = model.communicator
+        self.communicator = communicator
 
     def forward(self, fused: Tensor, phrases: Tensor, phrase_mask: Tensor) -> Tensor:
         return self.communicator(fused, phrases, phrase_mask)
@@ -101,8 +106,6 @@ class ExportedGraphs:
 
     def replace(self, **paths: Path) -> ExportedGraphs:
         """The same graphs with some files swapped (e.g. for their int8 versions)."""
-        from dataclasses import replace
-
         return replace(self, **paths)
 
 
@@ -110,8 +113,9 @@ def _export(module: nn.Module, args: tuple, path: Path, names: tuple[list[str], 
     """``torch.onnx.export`` (the dynamo exporter) of ``module`` on example ``args`` into one file;
     ``dynamic``: the dynamic dims of each argument, structured like ``args``."""
     inputs, outputs = names
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's notes on dim names and the like
+    # the exporter's progress lines and notes (dim names and the like) stay out of the output
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             module.eval(),
             args,
@@ -144,7 +148,9 @@ class _Exporter:
         self.fine = [f"fine{i}" for i in range(len(self.features.fine))]
         self.phrases = torch.randn(2, 3, model.config.d_model)  # (B=2, P=3, C)
         self.phrase_mask = torch.tensor([[True, True, True], [True, True, False]])  # one padding phrase
-        for lpa in model.communicator.lpa_layers():  # real tables now: built inside the trace they would be fake
+        self.communicator = copy.deepcopy(model.communicator)
+        fold_cross_attention(self.communicator)
+        for lpa in self.communicator.lpa_layers():  # real tables now: built inside the trace they would be fake
             lpa.geometry(tuple(self.features.fused.shape[-2:]), "cpu")
 
     def phrase_dims(self) -> tuple[dict, dict]:
@@ -159,7 +165,9 @@ class _Exporter:
         args = (self.features.fused, self.phrases, self.phrase_mask)
         names = (["fused", "phrases", "phrase_mask"], ["communicated"])
         with banded_lpa():
-            return _export(CommunicatorGraph(self.model), args, path, names, ({0: self.batch}, *self.phrase_dims()))
+            return _export(
+                CommunicatorGraph(self.communicator), args, path, names, ({0: self.batch}, *self.phrase_dims())
+            )
 
     def head_graph(self, path: Path) -> Path:
         args = (self.features.fused, self.phrases, list(self.features.fine))  # a list: the exporter's own form

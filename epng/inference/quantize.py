@@ -2,9 +2,9 @@
 
 * visual graph: **static** -- every convolution gets per-channel int8 weights and uint8
   inputs whose ranges are calibrated (min / max) on images: the user's, or synthetic
-  scenes drawn at the model's input size. On a CPU without VNNI, ONNX Runtime's uint8 x
-  int8 kernels add pairs of products in int16, which can saturate: there the weights keep
-  7 bits (``reduce_range``); OpenVINO avoids the overflow itself and keeps 8.
+  scenes drawn at the model's input size. On a CPU without VNNI both runtimes multiply
+  uint8 by int8 with instructions that add pairs of products in int16, which can saturate:
+  there the weights keep 7 bits (``reduce_range``, for the dynamic MatMuls too).
 * communicator, text transformer: **dynamic** (ONNX Runtime) -- the linear layers' MatMuls
   get int8 weights, their inputs are quantised per call; the attention products, the
   softmaxes and the LayerNorms stay fp32. OpenVINO runs these graphs as exported: it
@@ -58,61 +58,73 @@ class _Feeds:
         return next(self._feeds, None)
 
 
-def _static(source: Path, target: Path, feeds: list[dict[str, np.ndarray]], reduce_range: bool) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+def quantize_static(
+    source: Path, target: Path, feeds: list[dict[str, np.ndarray]], op_types: tuple[str, ...], reduce_range: bool
+) -> Path:
+    """Static QDQ int8 of the ``op_types`` nodes (MatMuls: those with constant weights only):
+    per-channel int8 weights, uint8 inputs with min / max ranges calibrated on ``feeds``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
 
     reader = type("Reader", (_Feeds, CalibrationDataReader), {})(feeds)
-    quantize_static(
+    ort_quantize_static(
         str(source),
         str(target),
         reader,
         quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["Conv"],
+        op_types_to_quantize=list(op_types),
         per_channel=True,
         reduce_range=reduce_range,
         activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    return target
-
-
-def _dynamic(source: Path, target: Path) -> Path:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(
-        str(source),
-        str(target),
-        op_types_to_quantize=["MatMul"],
-        per_channel=False,
         weight_type=QuantType.QInt8,
         extra_options={"MatMulConstBOnly": True},
     )
     return target
 
 
-def _head_feeds(graphs: ExportedGraphs, image_feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    """The ``"fpn"`` head's inputs on the calibration images: the fp32 visual and communicator
-    graphs' outputs, with phrase features drawn like the text encoder's (ReLU6 range)."""
+def quantize_dynamic(source: Path, target: Path, reduce_range: bool) -> Path:
+    """Dynamic int8 of the MatMuls with constant weights: int8 weights, inputs quantised per call."""
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
+
+    ort_quantize_dynamic(
+        str(source),
+        str(target),
+        op_types_to_quantize=["MatMul"],
+        per_channel=False,
+        reduce_range=reduce_range,
+        weight_type=QuantType.QInt8,
+        extra_options={"MatMulConstBOnly": True},
+    )
+    return target
+
+
+def calibration_feeds(graphs: ExportedGraphs, images: Tensor) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Per graph ("visual", "communicator", "head"), its inputs on the calibration ``images``
+    (K, 3, S, S): the fp32 graphs run in turn, with phrase features drawn in the text encoder's
+    ReLU6 range."""
     from epng.inference.runtimes import GraphSession
 
     visual = GraphSession(graphs.visual, "onnxruntime")
     communicator = GraphSession(graphs.communicator, "onnxruntime")
     gen = torch.Generator().manual_seed(0)
-    feeds = []
-    for feed in image_feeds:
-        fused, *fine = (t.numpy() for t in visual(feed))
+    feeds: dict[str, list[dict[str, np.ndarray]]] = {"visual": [], "communicator": [], "head": []}
+    for x in images:
+        image = {"images": x[None].numpy()}
+        fused, *fine = (t.numpy() for t in visual(image))
         phrases = torch.randn(1, 4, fused.shape[1], generator=gen).clamp(0, 6).numpy()  # (1, P=4, C)
-        mask = np.ones((1, 4), dtype=bool)
-        (communicated,) = communicator({"fused": fused, "phrases": phrases, "phrase_mask": mask})
-        feeds.append(
-            {"communicated": communicated.numpy(), "phrases": phrases, **{f"fine{i}": f for i, f in enumerate(fine)}}
-        )
+        comm = {"fused": fused, "phrases": phrases, "phrase_mask": np.ones((1, 4), dtype=bool)}
+        (communicated,) = communicator(comm)
+        head = {"communicated": communicated.numpy(), "phrases": phrases}
+        head.update({f"fine{i}": f for i, f in enumerate(fine)})
+        for name, feed in (("visual", image), ("communicator", comm), ("head", head)):
+            feeds[name].append(feed)
     return feeds
 
 
 def reduce_range(runtime: str) -> bool:
-    """Whether ``runtime``'s int8 convolutions keep 7-bit weights on this CPU (see the module docstring)."""
-    return runtime == "onnxruntime" and not (cpu_flags() & VNNI_FLAGS)
+    """Whether int8 weights keep 7 bits on this CPU for ``runtime`` (see the module docstring)."""
+    return runtime in ("onnxruntime", "openvino") and not (cpu_flags() & VNNI_FLAGS)
 
 
 def quantize_graphs(graphs: ExportedGraphs, runtime: str, calibration: Tensor, folder: Path) -> ExportedGraphs:
@@ -122,12 +134,14 @@ def quantize_graphs(graphs: ExportedGraphs, runtime: str, calibration: Tensor, f
     if calibration.ndim != 4 or calibration.shape[0] == 0:
         raise ConfigError("int8 calibration needs at least one image")
     seven_bits = reduce_range(runtime)
-    feeds = [{"images": x[None].numpy()} for x in calibration]
-    paths = {"visual": _static(graphs.visual, folder / "visual.int8.onnx", feeds, seven_bits)}
+    feeds = calibration_feeds(graphs, calibration)
+    paths = {
+        "visual": quantize_static(graphs.visual, folder / "visual.int8.onnx", feeds["visual"], ("Conv",), seven_bits)
+    }
     if graphs.fine:
-        paths["head"] = _static(graphs.head, folder / "head.int8.onnx", _head_feeds(graphs, feeds), seven_bits)
+        paths["head"] = quantize_static(graphs.head, folder / "head.int8.onnx", feeds["head"], ("Conv",), seven_bits)
     if runtime == "onnxruntime":
-        paths["communicator"] = _dynamic(graphs.communicator, folder / "communicator.int8.onnx")
+        paths["communicator"] = quantize_dynamic(graphs.communicator, folder / "communicator.int8.onnx", seven_bits)
         if graphs.text is not None:
-            paths["text"] = _dynamic(graphs.text, folder / "text.int8.onnx")
+            paths["text"] = quantize_dynamic(graphs.text, folder / "text.int8.onnx", seven_bits)
     return graphs.replace(**paths)

@@ -60,17 +60,20 @@ def band_factors(geom: GridGeometry, s: int, e: int, a: int, b: int, dtype: torc
 def banded_attention(q: Tensor, k: Tensor, v: Tensor, geom: GridGeometry, rows: int) -> Tensor:
     """q (B, H, N, d) pre-scaled by ``clip * head_scale / sqrt(d)``; k, v (B, H, N, d) -> (B, H, N, d)."""
     n = q.shape[2]
-    k_t = k.transpose(-2, -1)  # (B, H, d, N)
+
+    def scores(qb: Tensor, lo: int, hi: int) -> Tensor:  # (B, H, c, hi - lo); key rows sliced, then transposed
+        return torch.matmul(qb, k[:, :, lo:hi].transpose(-2, -1))
+
     outs = []
     for s in range(0, n, rows):
         e = min(n, s + rows)
         a, b = max(0, s - geom.band), min(n, e + geom.band)
         qb = q[:, :, s:e]  # (B, H, c, d)
-        band = torch.matmul(qb, k_t[..., a:b]) * band_factors(geom, s, e, a, b, q.dtype)  # (B, H, c, L)
-        parts = [torch.matmul(qb, k_t[..., :a])] if a > 0 else []
+        band = scores(qb, a, b) * band_factors(geom, s, e, a, b, q.dtype)  # (B, H, c, L)
+        parts = [scores(qb, 0, a)] if a > 0 else []
         parts.append(band)
         if b < n:
-            parts.append(torch.matmul(qb, k_t[..., b:]))
+            parts.append(scores(qb, b, n))
         logits = torch.cat(parts, dim=-1) if len(parts) > 1 else band  # (B, H, c, N)
         outs.append(torch.matmul(torch.softmax(logits, dim=-1), v))  # (B, H, c, d)
     return torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
