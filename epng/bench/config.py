@@ -1,4 +1,5 @@
-"""`ModelBenchConfig`: what `epng bench` measures, and the inference options of its two paths."""
+"""`ModelBenchConfig`: what `epng bench` measures, and the inference options of its paths: plain,
+fast, and one per exported runtime (``"onnxruntime"``, ``"openvino"``; ``"<runtime>-int8"`` with int8)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from epng.inference import COMPILE_SCOPES, InferenceOptions
 
 PATHS = ("plain", "fast")
 TEXT_MODES = ("text", "cached")  # text: the text encoder runs every call; cached: its features are reused
-_TUPLE_FIELDS = ("orig_size", "compile_scopes")
+INT8_SUFFIX = "-int8"
+_TUPLE_FIELDS = ("orig_size", "compile_scopes", "runtimes")
 
 
 @dataclass
@@ -36,6 +38,9 @@ class ModelBenchConfig:
     compile: bool = False
     compile_mode: str | None = None
     compile_scopes: tuple[str, ...] = COMPILE_SCOPES
+    runtimes: tuple[str, ...] = ()  # exported runtimes measured beside plain (and fast)
+    int8: bool = False  # each runtime also with int8
+    export_dir: str | None = None  # where the runtime paths keep their exported graphs
     train: bool = False
     train_batch: int | None = None  # default: batch
     train_repeats: int = 3
@@ -48,16 +53,27 @@ class ModelBenchConfig:
     overrides: dict = field(default_factory=dict)  # extra EPNGConfig fields
 
     @property
+    def runtime_paths(self) -> tuple[str, ...]:
+        """One path per exported runtime, and its int8 twin with ``int8``."""
+        return tuple(p for rt in self.runtimes for p in ((rt, rt + INT8_SUFFIX) if self.int8 else (rt,)))
+
+    @property
     def paths(self) -> tuple[str, ...]:
-        """The inference paths to run: plain, fast or both (``fast``/``compile`` compare them)."""
+        """The inference paths to run: plain, fast or both (``fast``/``compile`` compare them),
+        then the runtime paths."""
         if self.fast_only:
             return ("fast",)
-        return PATHS if (self.fast or self.compile) else ("plain",)
+        return (PATHS if (self.fast or self.compile) else ("plain",)) + self.runtime_paths
 
     def options(self, path: str) -> InferenceOptions:
-        """The `InferenceOptions` of ``path``: plain = the model's own forward in fp32."""
+        """The `InferenceOptions` of ``path``: plain = the model's own forward in fp32; a runtime
+        path runs the exported graphs in the fast path's precision."""
         if path == "plain":
             return InferenceOptions(precision="fp32")
+        if path in self.runtime_paths:
+            runtime = path.removesuffix(INT8_SUFFIX)
+            int8 = path.endswith(INT8_SUFFIX)
+            return InferenceOptions(precision=self.precision, runtime=runtime, int8=int8, export_dir=self.export_dir)
         return InferenceOptions(
             precision=self.precision,
             fast=True,

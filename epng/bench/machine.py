@@ -1,5 +1,5 @@
-"""What the benchmark figures were measured on: machine info, the CPU's vector-ISA flags and
-the bf16 dense peak of known GPUs (for achieved-TFLOP/s shares)."""
+"""What the benchmark figures were measured on: machine info, the CPU's vector-ISA flags, an
+fp32 peak estimate of the CPU and the bf16 dense peak of known GPUs (for achieved-FLOP/s shares)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_clock_mhz() -> float | None:
+    """The first processor's clock in MHz as /proc/cpuinfo reports it (None where unreadable)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def cpu_fp32_peak(cores: int) -> tuple[float | None, str]:
+    """(fp32 peak estimate in GFLOP/s, how it was estimated): cores x clock x FLOPs per cycle, with
+    two FMA units per core -- 32 FLOPs per cycle with AVX2 + FMA, 64 with AVX-512."""
+    mhz, flags = cpu_clock_mhz(), set(isa_summary())
+    per_cycle = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else None
+    if mhz is None or per_cycle is None:
+        return None, "unknown clock or vector ISA"
+    peak = cores * mhz / 1000 * per_cycle
+    return round(peak, 1), f"{cores} cores x {mhz / 1000:.2f} GHz x {per_cycle} fp32 FLOPs/cycle (2 FMA units)"
+
+
 def machine_info(device: torch.device | str = "cpu") -> dict:
     """What the figures were measured on."""
     device = torch.device(device)
@@ -66,6 +88,7 @@ def machine_info(device: torch.device | str = "cpu") -> dict:
         "device_name": cpu_model(),
         "bf16_native": bf16_supported(device),
     }
+    info["cpu_fp32_peak_gflops"], info["cpu_fp32_peak_source"] = cpu_fp32_peak(usable)
     try:
         import torchvision
 

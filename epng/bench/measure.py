@@ -62,17 +62,23 @@ def measure_inference(predictors: Predictors, b: dict, cfg: ModelBenchConfig, de
             if key in setup:
                 setup[key]()
             cases[name][mode].peak_memory_mib = cuda_peak_mib(fn, device)
-    speedup = {}
+    speedup, vs_plain = {}, {}
     if "plain" in predictors and "fast" in predictors:
         speedup = {mode: SpeedUp.of(timed[f"plain/{mode}"], timed[f"fast/{mode}"]) for mode in TEXT_MODES}
-    return LatencyResult(cases, speedup)
+    if "plain" in predictors:
+        for name in predictors:
+            if name not in ("plain", "fast"):
+                vs_plain[name] = {
+                    mode: SpeedUp.of(timed[f"plain/{mode}"], timed[f"{name}/{mode}"]) for mode in TEXT_MODES
+                }
+    return LatencyResult(cases, speedup, vs_plain)
 
 
-def measure_agreement(predictors: Predictors, b: dict) -> AgreementResult:
-    """How far the fast path's output is from the plain one on batch ``b``: share of equal mask
+def measure_agreement(predictors: Predictors, b: dict, path: str = "fast") -> AgreementResult:
+    """How far ``path``'s output is from the plain one on batch ``b``: share of equal mask
     pixels at original size (both through the same post-processing), largest probability
     difference at stride 4."""
-    plain, fast = predictors["plain"], predictors["fast"]
+    plain, fast = predictors["plain"], predictors[path]
     ref, out = plain.mask_logits(*model_inputs(b)).float(), fast.mask_logits(*model_inputs(b)).float()
     size = tuple(b["images"].shape[-2:])
     ref_m, out_m = plain.postprocess(ref, size, b["meta"]), plain.postprocess(out, size, b["meta"])
@@ -106,20 +112,22 @@ def measure_stages(predictors: Predictors, b: dict, cfg: ModelBenchConfig, devic
         ph = pred.encode_text(*_text(b))
         c = pred.communicate(v.fused, ph, b["phrase_mask"])
         lg = pred.head(c, ph, v.fine)
-        timer, per_call = _sublayer_timer(pred, device), []
-        rounds[name] = per_call
-
-        def comm(pred=pred, v=v, ph=ph, timer=timer, per_call=per_call) -> None:
-            timer.reset()
-            with timer:
-                pred.communicate(v.fused, ph, b["phrase_mask"])
-            if all(timer.calls().values()):
-                per_call.append(timer.seconds())
-
         fns[f"{name}/visual"] = partial(pred.encode_image, b["images"])
         fns[f"{name}/text"] = partial(pred.encode_text, *_text(b))
         setup[f"{name}/text"] = pred.clear_text_cache
-        fns[f"{name}/communicator"] = comm
+        fns[f"{name}/communicator"] = partial(pred.communicate, v.fused, ph, b["phrase_mask"])
+        if pred.report.runtime == "torch":  # an exported graph has no sub-layers to hook
+            timer, per_call = _sublayer_timer(pred, device), []
+            rounds[name] = per_call
+
+            def comm(pred=pred, v=v, ph=ph, timer=timer, per_call=per_call) -> None:
+                timer.reset()
+                with timer:
+                    pred.communicate(v.fused, ph, b["phrase_mask"])
+                if all(timer.calls().values()):
+                    per_call.append(timer.seconds())
+
+            fns[f"{name}/communicator"] = comm
         fns[f"{name}/head"] = partial(pred.head, c, ph, v.fine)
         fns[f"{name}/postprocess"] = partial(pred.postprocess, lg, size, b["meta"])
     timed = _timed(fns, setup, cfg, device)
@@ -166,6 +174,13 @@ def measure_flops(predictors: Predictors, b: dict) -> dict[str, FlopsResult]:
     """FLOPs per image of each stage of each path, counted on one sample. Compiled stages run
     their eager twins for the count (compiled code is not dispatched op by op) and LPA runs
     its eager route: fused kernels are not all known to `FlopCounterMode`, and every route
-    does the same dense attention work."""
+    does the same dense attention work. An exported runtime computes what the fast path's
+    formulation computes: its FLOPs are counted on an fp32 fast-path twin of the model."""
     one = {k: v[:1] for k, v in b.items()}
-    return {name: _stage_flops(pred, one) for name, pred in predictors.items()}
+    out = {name: _stage_flops(pred, one) for name, pred in predictors.items() if pred.report.runtime == "torch"}
+    runtime = [name for name, pred in predictors.items() if pred.report.runtime != "torch"]
+    if runtime:
+        model = next(p.model for p in predictors.values() if p.report.runtime == "torch" and not p.options.fast)
+        twin = _stage_flops(Predictor(model, fast=True, precision="fp32"), one)
+        out.update({name: twin for name in runtime})
+    return out

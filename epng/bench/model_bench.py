@@ -8,8 +8,14 @@ Two inference paths, each a named `Predictor`:
   the precision says so, channels-last, BatchNorm folding, stride-16 head, optional
   torch.compile), then the same post-processing.
 
-With ``fast`` both run side by side, interleaved call by call, and every figure gets a
-plain / fast ratio. Inputs (`epng.bench.inputs`): ``batch`` images of ``image_size``²
+* **runtime paths** -- ``Predictor(model, runtime=...)`` for each of ``runtimes``
+  (``"onnxruntime"``, ``"openvino"``; and ``"<runtime>-int8"`` with ``int8``): the exported
+  graphs (`epng.inference.exported`), exported once per run into ``export_dir`` (a temporary
+  folder by default) so that the memory subprocesses reuse them.
+
+All paths run side by side, interleaved call by call; with ``fast`` every figure gets a
+plain / fast ratio, and every other path a plain / path ratio. Inputs (`epng.bench.inputs`):
+``batch`` images of ``image_size``²
 (standard-normal pixels, i.e. already normalised), narratives of ``tokens`` word pieces
 with ``phrases`` grounded phrases of 3 word pieces (random ids, distinct per sample),
 masks produced at ``orig_size``; inputs are on the device before timing.
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -36,6 +43,7 @@ from epng.bench.memory import measure_cpu_memory
 from epng.bench.results import BenchResults
 from epng.bench.train_step import measure_train
 from epng.errors import ConfigError
+from epng.model import EPNG
 
 
 def run_model_bench(
@@ -60,12 +68,37 @@ def run_model_bench(
     results = BenchResults(machine, cfg, params, round(time.perf_counter() - t0, 2))
     log(f"built {cfg.preset} ({params / 1e6:.1f} M parameters) in {results.build_seconds} s")
     inference = not cfg.train_only
+    with tempfile.TemporaryDirectory(prefix="epng-bench-onnx-") as tmp:
+        if cfg.runtime_paths and cfg.export_dir is None:
+            cfg.export_dir = tmp  # the memory subprocesses load the graphs exported here
+        try:
+            return _run(cfg, model, results, inference, log, progress, t_start)
+        finally:
+            if cfg.export_dir == tmp:
+                cfg.export_dir = None
+
+
+def _run(
+    cfg: ModelBenchConfig,
+    model: EPNG,
+    results: BenchResults,
+    inference: bool,
+    log: Callable[[str], None],
+    progress: Callable[[BenchResults], None],
+    t_start: float,
+) -> BenchResults:
+    """The phases of `run_model_bench` on the built ``model``."""
+    device = torch.device(cfg.device)
     predictors: Predictors = {}
     for name in cfg.paths if inference else ():
         t_prepare = time.perf_counter()
         predictors[name] = make_predictor(model, cfg, name)
+        seconds = round(time.perf_counter() - t_prepare, 2)
         if name == "fast":
-            results.fast_prepare_seconds = round(time.perf_counter() - t_prepare, 2)
+            results.fast_prepare_seconds = seconds
+        elif name in cfg.runtime_paths:
+            results.runtime_prepare_seconds[name] = seconds
+            log(f"{name}: exported graphs ready in {seconds} s")
         results.labels[name] = predictors[name].report.label()
 
     def checkpoint() -> None:
@@ -88,8 +121,11 @@ def run_model_bench(
         log(f"latency: batch {cfg.batch}, {' vs '.join(predictors)} ...")
         results.latency = measure_inference(predictors, b1, cfg, device)
         checkpoint()
-    if phase("agreement", "plain" in predictors and "fast" in predictors):
-        results.agreement = measure_agreement(predictors, b1)
+    if phase("agreement", "plain" in predictors and len(predictors) > 1):
+        if "fast" in predictors:
+            results.agreement = measure_agreement(predictors, b1)
+        for name in cfg.runtime_paths:
+            results.runtime_agreement[name] = measure_agreement(predictors, b1, name)
         checkpoint()
     if phase("throughput", inference and cfg.throughput_batch > 0):
         log(f"throughput: batch {cfg.throughput_batch} ...")
@@ -119,5 +155,5 @@ def run_model_bench(
         progress(results)
     results.load_avg_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     log("done")
-    results.total_seconds = round(time.perf_counter() - t0, 1)
+    results.total_seconds = round(time.perf_counter() - t_start, 1)
     return results

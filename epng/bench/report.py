@@ -42,19 +42,38 @@ def _header(r: BenchResults, names: list[str]) -> list[str]:
     return lines + [""]
 
 
+def _is_pair(names: list[str]) -> bool:
+    """Exactly plain and fast: the table gets a speed-up column; otherwise ratios sit in the cells."""
+    return list(names) == list(PATHS)
+
+
+def _cells(lat: LatencyResult, names: list[str], mode: str, values: list[str], stat: str) -> list[str]:
+    """``values`` of each path, with plain / path (``stat`` of the `SpeedUp`) beside every
+    non-plain path's value when more than plain and fast are compared."""
+    if _is_pair(names):
+        return values
+    out = []
+    for name, value in zip(names, values):
+        ratio = lat.ratio(name, mode) if name != "plain" else None
+        out.append(f"{value} ({fmt_ratio(getattr(ratio, stat))})" if ratio is not None else value)
+    return out
+
+
 def _latency_rows(lat: LatencyResult, names: list[str], cpu: bool) -> list[list[str]]:
     rows = []
     for mode, what in MODES:
         if not all(mode in lat.cases.get(n, {}) for n in names):
             continue
         cases = [lat.cases[n][mode] for n in names]
-        ratio = lat.speedup.get(mode)
-        row = [f"latency, batch {cases[0].batch}, {what} (ms, median / p90)"] + [_lat_cell(c) for c in cases]
-        rows.append(row + ([fmt_ratio(ratio.median)] if ratio else []))
-        row = [f"  best of {cases[0].stats.n} (ms, min)"] + [fmt_ms(c.stats.min) for c in cases]
-        rows.append(row + ([fmt_ratio(ratio.min)] if ratio else []))
+        ratio = lat.speedup.get(mode) if _is_pair(names) else None
+        cells = _cells(lat, names, mode, [_lat_cell(c) for c in cases], "median")
+        rows.append([f"latency, batch {cases[0].batch}, {what} (ms, median / p90)"] + cells)
+        rows[-1] += [fmt_ratio(ratio.median)] if ratio else []
+        cells = _cells(lat, names, mode, [fmt_ms(c.stats.min) for c in cases], "min")
+        rows.append([f"  best of {cases[0].stats.n} (ms, min)"] + cells + ([fmt_ratio(ratio.min)] if ratio else []))
         if cpu and cases[0].cpu_median is not None:
-            row = ["  process CPU time per call (ms, median)"] + [fmt_ms(c.cpu_median) for c in cases]
+            cells = _cells(lat, names, mode, [fmt_ms(c.cpu_median) for c in cases], "cpu_median")
+            row = ["  process CPU time per call (ms, median)"] + cells
             rows.append(row + ([fmt_ratio(ratio.cpu_median)] if ratio else []))
     return rows
 
@@ -65,8 +84,9 @@ def _throughput_rows(thr: LatencyResult, names: list[str]) -> list[list[str]]:
         if not all(mode in thr.cases.get(n, {}) for n in names):
             continue
         cases = [thr.cases[n][mode] for n in names]
-        ratio = thr.speedup.get(mode)
-        row = [f"throughput, batch {cases[0].batch}, {what} (images/s)"] + [f"{c.images_per_s:.2f}" for c in cases]
+        ratio = thr.speedup.get(mode) if _is_pair(names) else None
+        cells = _cells(thr, names, mode, [f"{c.images_per_s:.2f}" for c in cases], "median")
+        row = [f"throughput, batch {cases[0].batch}, {what} (images/s)"] + cells
         rows.append(row + ([fmt_ratio(ratio.median)] if ratio else []))
     return rows
 
@@ -113,7 +133,7 @@ def _memory_rows(r: BenchResults, names: list[str], pad: list[str]) -> list[list
 
 
 def _main_table(r: BenchResults, names: list[str]) -> list[str]:
-    compare = len(names) == 2
+    compare = _is_pair(names)
     pad = [""] if compare else []
     rows = _latency_rows(r.latency, names, str(r.machine.get("device")) == "cpu")
     if r.throughput:
@@ -136,6 +156,14 @@ def _notes(r: BenchResults) -> list[str]:
             f"fast vs plain: {100 * a.mask_pixels_equal:.3f}% of mask pixels identical at original size "
             f"({100 * a.mask_pixels_on_plain:.1f}% on), largest probability difference {a.max_prob_diff_stride4:.2e}",
         ]
+    for name, a in r.runtime_agreement.items():
+        lines.append(
+            f"{name} vs plain: {100 * a.mask_pixels_equal:.3f}% of mask pixels identical at original size, "
+            f"largest probability difference {a.max_prob_diff_stride4:.2e}"
+        )
+    if r.runtime_prepare_seconds:
+        secs = ", ".join(f"{k}: {v:.1f} s" for k, v in r.runtime_prepare_seconds.items())
+        lines += ["", f"exported runtimes, export (+ int8 calibration) and loading: {secs}"]
     rep = r.fast_report
     if rep and rep.compile_scopes:
         secs = ", ".join(f"{k}: {v:.1f} s" for k, v in rep.compile_seconds.items()) or "—"
@@ -146,7 +174,7 @@ def _notes(r: BenchResults) -> list[str]:
 
 
 def _stage_table(st: StageResult, names: list[str], batch: int) -> list[str]:
-    compare = len(names) == 2
+    compare = _is_pair(names)
     rows = []
     for stage, what in STAGE_ROWS:
         medians = [st.median(n, stage) for n in names]
@@ -172,15 +200,41 @@ def _train_table(tr: TrainResult) -> list[str]:
     return ["", markdown_table(headers, rows)]
 
 
+def _arithmetic_table(r: BenchResults, names: list[str]) -> list[str]:
+    """Per stage: GFLOP per image and, per path, achieved GFLOP/s (its stage median at the latency
+    batch) with its share of the CPU's fp32 peak estimate."""
+    peak = r.machine.get("cpu_fp32_peak_gflops") if str(r.machine.get("device")) == "cpu" else None
+    batch = r.config.batch
+    rows = []
+    for stage in ("visual", "text", "communicator", "head"):
+        counts = [getattr(r.flops[n], stage) / 1e9 for n in names]
+        cells = []
+        for n, gflop in zip(names, counts):
+            seconds = r.stages.median(n, stage)
+            if not seconds or not gflop:
+                cells.append("—")
+                continue
+            rate = gflop * batch / seconds
+            cells.append(f"{rate:.0f}" + (f" ({100 * rate / peak:.0f}%)" if peak else ""))
+        distinct = sorted({round(c, 1) for c in counts})
+        rows.append([stage, " / ".join(f"{c:.1f}" for c in distinct)] + cells)
+    what = f"achieved GFLOP/s (share of the {peak:.0f} GFLOP/s fp32 peak estimate)" if peak else "achieved GFLOP/s"
+    return ["", f"Arithmetic per stage (batch {batch}): GFLOP per image; {what} per path", ""] + [
+        markdown_table(["stage", "GFLOP", *names], rows)
+    ]
+
+
 def format_results(r: BenchResults) -> str:
     """Markdown tables of a `run_model_bench` result."""
-    names = [n for n in PATHS if r.latency and n in r.latency.cases]
+    names = list(r.latency.cases) if r.latency else []
     lines = _header(r, names)
     if names:
         lines += _main_table(r, names)
     lines += _notes(r)
     if r.stages:
         lines += _stage_table(r.stages, names, r.config.batch)
+        if r.flops and all(n in r.flops for n in names):
+            lines += _arithmetic_table(r, names)
     if r.train:
         lines += _train_table(r.train)
     return "\n".join(lines)

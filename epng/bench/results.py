@@ -72,11 +72,20 @@ class LatencyResult:
 
     cases: dict[str, dict[str, CaseResult]]  # path -> text mode -> case
     speedup: dict[str, SpeedUp] = field(default_factory=dict)  # text mode -> plain / fast (both paths run)
+    vs_plain: dict[str, dict[str, SpeedUp]] = field(default_factory=dict)  # path -> text mode -> plain / path
+
+    def ratio(self, path: str, mode: str) -> SpeedUp | None:
+        """plain / ``path`` in text mode ``mode`` (None where plain or the path did not run)."""
+        return self.vs_plain.get(path, {}).get(mode) or (self.speedup.get(mode) if path == "fast" else None)
 
     def to_dict(self) -> dict:
         out: dict = {name: {mode: c.to_dict() for mode, c in modes.items()} for name, modes in self.cases.items()}
         if self.speedup:
             out["ratio"] = {mode: asdict(r) for mode, r in self.speedup.items()}
+        if self.vs_plain:
+            out["ratio_vs_plain"] = {
+                name: {mode: asdict(r) for mode, r in modes.items()} for name, modes in self.vs_plain.items()
+            }
         return out
 
 
@@ -190,8 +199,10 @@ class BenchResults:
     labels: dict[str, str] = field(default_factory=dict)  # path -> what it runs
     fast_prepare_seconds: float | None = None
     fast_report: PreparationReport | None = None
+    runtime_prepare_seconds: dict[str, float] = field(default_factory=dict)  # path -> export (+ int8) + loading
     latency: LatencyResult | None = None
-    agreement: AgreementResult | None = None
+    agreement: AgreementResult | None = None  # fast vs plain
+    runtime_agreement: dict[str, AgreementResult] = field(default_factory=dict)  # runtime path vs plain
     throughput: LatencyResult | None = None
     flops: dict[str, FlopsResult] | None = None  # path -> FLOPs
     stages: StageResult | None = None
@@ -228,6 +239,10 @@ class BenchResults:
             out["fast_prepare_seconds"] = self.fast_prepare_seconds
         if self.fast_report is not None:
             out["fast_report"] = self.fast_report.to_dict()
+        if self.runtime_prepare_seconds:
+            out["runtime_prepare_seconds"] = self.runtime_prepare_seconds
+        if self.runtime_agreement:
+            out["runtime_agreement"] = {name: a.to_dict() for name, a in self.runtime_agreement.items()}
         for key in ("latency", "agreement", "throughput", "stages", "train"):
             value = getattr(self, key)
             if value is not None:

@@ -3,6 +3,7 @@ an EPNG preset with random weights; ``--fast`` compares the plain fp32 path with
 path side by side; ``--loader DATA_ROOT`` measures the data pipeline instead.
 
     epng bench --preset epng_r101_bert --image-size 640 --fast --json bench_cpu.json
+    epng bench --fast --runtime onnxruntime --runtime openvino --int8 --precision fp32
     epng bench --device cuda --fast --compile --throughput-batch 32 --train --json bench_gpu.json
     epng bench --loader /tmp/synth --image-size 640
 """
@@ -73,6 +74,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma list of stages to compile: visual, communicator (default both)",
     )
     parser.add_argument(
+        "--runtime",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also run the exported graphs on this runtime, side by side (repeatable: onnxruntime, openvino)",
+    )
+    parser.add_argument("--int8", action="store_true", help="each --runtime also with post-training int8")
+    parser.add_argument(
+        "--export-dir", default=None, metavar="DIR", help="--runtime: keep (and reuse) the exported graphs here"
+    )
+    parser.add_argument(
         "--train", action="store_true", help="also time a training step (forward + loss + backward + Adam)"
     )
     parser.add_argument("--train-batch", type=int, default=None, help="training batch (default: --batch)")
@@ -136,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         from epng.bench.model_bench import run_model_bench
         from epng.bench.report import format_results
         from epng.inference import COMPILE_SCOPES
+        from epng.inference.runtimes import check_runtime
         from epng.model import list_presets
 
         if args.preset not in list_presets():
@@ -148,6 +161,12 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--{name} must be >= 1")
         if args.image_size < 32 or args.image_size % 32:
             raise ConfigError("--image-size must be a positive multiple of 32")
+        if args.int8 and not args.runtime:
+            raise ConfigError("--int8 needs --runtime onnxruntime and/or --runtime openvino")
+        for runtime in args.runtime:
+            check_runtime(runtime)
+            if runtime == "torch":
+                raise ConfigError("--runtime torch is the plain/fast paths: name onnxruntime or openvino")
         cfg = ModelBenchConfig(
             preset=args.preset,
             image_size=args.image_size,
@@ -169,6 +188,9 @@ def run(args: argparse.Namespace) -> int:
             compile=args.compile,
             compile_mode=args.compile_mode,
             compile_scopes=scopes,
+            runtimes=tuple(dict.fromkeys(args.runtime)),
+            int8=args.int8,
+            export_dir=args.export_dir,
             train=args.train,
             train_batch=args.train_batch,
             train_repeats=args.train_repeats,

@@ -8,7 +8,8 @@ from epng.device import PRECISIONS
 
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--device``, ``--precision`` and ``--fast`` (what `InferenceOptions` holds)."""
+    """``--device``, ``--precision``, ``--fast``, ``--runtime``, ``--int8``, ``--calibration`` and
+    ``--export-dir`` (what `InferenceOptions` holds)."""
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument(
         "--precision",
@@ -21,6 +22,44 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="fast inference path: folded BatchNorm, channels-last, bf16 weights in bf16, stride-16 head",
     )
+    parser.add_argument(
+        "--runtime",
+        default="torch",
+        metavar="NAME",
+        help="torch (default), or run the exported ONNX graphs on onnxruntime / openvino (CPU; exported at start)",
+    )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="with --runtime onnxruntime/openvino: post-training int8 (costs some mask agreement; see BENCHMARKS.md)",
+    )
+    parser.add_argument(
+        "--calibration",
+        nargs="+",
+        default=(),
+        metavar="IMAGE",
+        help="--int8: image files to calibrate on (default: synthetic scenes)",
+    )
+    parser.add_argument(
+        "--export-dir",
+        default=None,
+        metavar="DIR",
+        help="with --runtime: keep the exported graphs here and reuse them on the next run",
+    )
+
+
+def inference_options(args: argparse.Namespace):
+    """The `InferenceOptions` of the shared flags."""
+    from epng.inference import InferenceOptions
+
+    return InferenceOptions(
+        precision=args.precision,
+        fast=args.fast,
+        runtime=args.runtime,
+        int8=args.int8,
+        calibration=tuple(args.calibration),
+        export_dir=args.export_dir,
+    )
 
 
 def load_predictor(args: argparse.Namespace, **kwargs):
@@ -32,9 +71,7 @@ def load_predictor(args: argparse.Namespace, **kwargs):
     from epng.inference import Predictor
 
     try:
-        device = torch.device(args.device or default_device())
+        device = torch.device(args.device or ("cpu" if args.runtime != "torch" else default_device()))
     except RuntimeError as err:
         raise ConfigError(f"--device {args.device}: {err}") from None
-    return Predictor.from_pretrained(
-        args.checkpoint, device=str(device), precision=args.precision, fast=args.fast, **kwargs
-    )
+    return Predictor.from_pretrained(args.checkpoint, device=str(device), options=inference_options(args), **kwargs)

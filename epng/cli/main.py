@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "bench": "epng.cli.bench",
     "phrases": "epng.cli.phrases",
     "app": "epng.cli.app",
+    "export": "epng.cli.export",
 }
 
 

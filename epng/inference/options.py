@@ -7,6 +7,7 @@ from typing import Literal, get_args
 
 from epng.device import PRECISIONS, Precision
 from epng.errors import ConfigError
+from epng.inference.runtimes import RUNTIMES, Runtime
 
 CompileScope = Literal["visual", "communicator"]
 COMPILE_SCOPES: tuple[str, ...] = get_args(CompileScope)
@@ -26,6 +27,15 @@ class InferenceOptions:
     text_bf16: in bf16, also run the text encoder in bf16 (costs mask agreement).
     compile: ``torch.compile`` the stages in ``compile_scopes`` (fast path only);
         ``compile_mode``: a torch.compile mode, ``None`` = default mode with weight freezing.
+    runtime: ``"torch"`` runs the model itself; ``"onnxruntime"`` | ``"openvino"`` (CPU) export
+        the visual encoder, communicator, head and text transformer to ONNX once and run
+        those graphs (they hold the fast path's formulation; ``fast`` and its passes do not
+        apply). OpenVINO computes in bf16 where the precision resolves to bf16.
+    int8: with an exported runtime, post-training int8 (static for the convolutions,
+        calibrated on ``calibration`` image files or synthetic scenes; dynamic for the
+        linear layers on ONNX Runtime). Off by default: it trades some mask agreement.
+    export_dir: with an exported runtime, keep the exported graphs in this folder and reuse
+        them for the same model (config and weights), runtime and calibration set.
     """
 
     precision: Precision = "auto"
@@ -36,6 +46,10 @@ class InferenceOptions:
     compile: bool = False
     compile_scopes: tuple[CompileScope, ...] = COMPILE_SCOPES
     compile_mode: str | None = None
+    runtime: Runtime = "torch"
+    int8: bool = False
+    calibration: tuple[str, ...] = ()
+    export_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -45,7 +59,20 @@ class InferenceOptions:
             raise ConfigError(f"compile scopes must be among {COMPILE_SCOPES}, got {bad}")
         if self.compile and not self.fast:
             raise ConfigError("compile=True needs fast=True (compiling prepares the model for inference)")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
+        if self.runtime != "torch" and self.compile:
+            raise ConfigError(f"compile=True runs torch.compile: it needs runtime='torch', not {self.runtime!r}")
+        if self.int8 and self.runtime == "torch":
+            raise ConfigError("int8=True needs an exported runtime: runtime='onnxruntime' or 'openvino'")
+        if self.export_dir is not None and self.runtime == "torch":
+            raise ConfigError("export_dir holds exported graphs: it needs runtime='onnxruntime' or 'openvino'")
+        if self.calibration and not self.int8:
+            raise ConfigError("calibration images are for int8=True")
         object.__setattr__(self, "compile_scopes", tuple(self.compile_scopes))
+        object.__setattr__(self, "calibration", tuple(str(p) for p in self.calibration))
+        if self.export_dir is not None:
+            object.__setattr__(self, "export_dir", str(self.export_dir))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -12,7 +12,9 @@ occur in the caption; the first occurrence is used); a plain caption grounds the
 phrases `epng.data.phrases.extract_phrases` finds. Every caller -- `epng predict`,
 `evaluate`, `res-eval`, `bench` and training's validation -- runs through these stages:
 ``encode_image`` -> ``encode_text`` -> ``communicate`` -> ``head`` -> ``postprocess``, with
-the precision and fast-path preparation of one `InferenceOptions`.
+the precision and fast-path preparation of one `InferenceOptions`. With an exported runtime
+(``runtime="onnxruntime"`` | ``"openvino"``) the visual encoder, communicator, head and text
+transformer run as ONNX graphs (`ExportedModel`); the stages keep their signatures.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from epng.data.tokenization import align_phrases
 from epng.device import default_device, resolve_precision
 from epng.errors import ConfigError, DataError
 from epng.inference.compiled import CompiledStage, compiler
+from epng.inference.exported import ExportedModel, runtime_model
 from epng.inference.options import InferenceOptions
 from epng.inference.prepare import PreparationReport, prepare_model
 from epng.io.images import decode_image_file
@@ -118,6 +121,10 @@ class Predictor:
         self.threshold = threshold
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.dtype = resolve_precision(self.options.precision, self.device)
+        self._backend: ExportedModel | None = None
+        if self.options.runtime != "torch":
+            self._init_runtime(model)
+            return
         if self.options.fast and copy:
             model = copy_module.deepcopy(model)
         self.model = model.to(self.device).eval()
@@ -130,6 +137,34 @@ class Predictor:
             self._report.compile_scopes = list(scopes)
             self._report.compile_mode = self.options.compile_mode or "default+freezing"
         self._image: _ImageState | None = None
+
+    def _init_runtime(self, model: EPNG) -> None:
+        """Export ``model`` and load its graphs on the runtime; keep only what torch still runs."""
+        opts = self.options
+        if self.device.type != "cpu":
+            raise ConfigError(f"runtime {opts.runtime!r} runs on the CPU, not on {self.device}")
+        model = model.eval()
+        self._backend = ExportedModel(
+            model,
+            opts.runtime,
+            int8=opts.int8,
+            bf16=self.dtype == torch.bfloat16,
+            calibration=opts.calibration,
+            export_dir=opts.export_dir,
+        )
+        self.model = runtime_model(model, self._backend)
+        self.dtype = torch.bfloat16 if self._backend.precision == "bf16" else torch.float32
+        self._report = PreparationReport(
+            device=str(self.device),
+            dtype=self._backend.precision,
+            text_dtype="fp32",
+            fast=opts.fast,
+            runtime=opts.runtime,
+            int8=opts.int8,
+            export_seconds=round(self._backend.build_seconds, 2),
+        )
+        self._visual = self._communicator = None
+        self._image = None
 
     @staticmethod
     def _stage(name: str, module: torch.nn.Module, compile_fn, wanted: bool) -> CompiledStage:
@@ -148,6 +183,8 @@ class Predictor:
     def report(self) -> PreparationReport:
         """What was applied, with compile times/errors and the LPA routes as they stand now."""
         rep = self._report
+        if self._backend is not None:
+            return rep
         for stage in (self._visual, self._communicator):
             if stage.first_call_seconds is not None:
                 rep.compile_seconds[stage.name] = round(stage.first_call_seconds, 3)
@@ -170,6 +207,8 @@ class Predictor:
 
     def encode_image(self, images: Tensor) -> VisualFeatures:
         """(B, 3, H, W) normalised images -> fused map (B, C, H/16, W/16) [+ finer FPN maps]."""
+        if self._backend is not None:
+            return self._backend.encode_image(images)
         fmt = torch.channels_last if self._report.channels_last else torch.contiguous_format
         dtype = self.dtype if self.options.fast else torch.float32  # fast bf16: the weights are bf16
         with torch.inference_mode(), self._autocast():
@@ -185,12 +224,17 @@ class Predictor:
 
     def communicate(self, fused: Tensor, phrases: Tensor, phrase_mask: Tensor) -> Tensor:
         """(B, C, h, w) fused map + (B, P, C) phrases -> communicated map (B, C, h, w)."""
+        if self._backend is not None:
+            return self._backend.communicate(fused, phrases, phrase_mask)
         with torch.inference_mode(), self._autocast():
             return self._communicator(fused, phrases, phrase_mask.to(self.device, non_blocking=True).bool())
 
     def head(self, fused: Tensor, phrases: Tensor, fine: tuple[Tensor, ...] = ()) -> Tensor:
         """Phrase mask logits (B, P, H/4, W/4) in fp32: the fast path's stride-16 head
-        (`DenseHead.mask_logits`), or the head as trained (fp32) on the plain path."""
+        (`DenseHead.mask_logits`, also what an exported runtime runs), or the head as trained
+        (fp32) on the plain path."""
+        if self._backend is not None:
+            return self._backend.head(fused, phrases, fine)
         with torch.inference_mode():
             if self.options.fast:
                 with self._autocast():

@@ -37,12 +37,18 @@ class PreparationReport:
     compile_seconds: dict[str, float] = field(default_factory=dict)  # first call (compile + 1 run) per stage
     compile_errors: dict[str, str] = field(default_factory=dict)
     lpa_routes: list[str] = field(default_factory=list)
+    runtime: str = "torch"
+    int8: bool = False
+    export_seconds: float | None = None  # exported runtimes: export (+ int8) and session loading
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def label(self) -> str:
-        """A one-line description, e.g. ``fast (bf16, channels-last, 104 BN folded, stride-16 head)``."""
+        """A one-line description, e.g. ``fast (bf16, channels-last, 104 BN folded, stride-16 head)``
+        or ``openvino (int8 + fp32, exported graphs)``."""
+        if self.runtime != "torch":
+            return f"{self.runtime} ({'int8 + ' if self.int8 else ''}{self.dtype}, exported graphs)"
         if not self.fast:
             return f"plain {self.dtype} eager"
         parts = [

@@ -186,7 +186,10 @@ class VisualEncoder(nn.Module):
         levels = self.body(images)  # strides ([4,] 8, 16, 32)
         *fine, p3, p4, p5 = self.fpn(OrderedDict((f"p{i}", c) for i, c in enumerate(levels))).values()
         size = p4.shape[-2:]
-        down = F.adaptive_avg_pool2d(p3, size)  # = 2x2 average pooling when H, W are multiples of 32
+        if p3.shape[-2] == 2 * size[0] and p3.shape[-1] == 2 * size[1]:  # sides multiples of 32 (the config's)
+            down = F.avg_pool2d(p3, 2)  # fixed 2x2 pooling: what the adaptive pool computes there, and it exports
+        else:
+            down = F.adaptive_avg_pool2d(p3, size)
         up = F.interpolate(p5, size=size, mode="bilinear", align_corners=False)
         fused = torch.cat([down, p4, up], dim=1)  # (B, C, H/16, W/16)
         return VisualFeatures(fused, (p3, *fine) if fine else ())

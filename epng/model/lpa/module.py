@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from epng.errors import ConfigError
 from epng.model.lpa.band_flash import band_flash_attention
+from epng.model.lpa.banded import banded_active, banded_attention, block_rows
 from epng.model.lpa.eager import eager_attention
 from epng.model.lpa.flex import flex_lpa_attention
 from epng.model.lpa.geometry import LPA_DISTANCES, GeometryCache, GridGeometry, LPADistance
@@ -107,10 +109,15 @@ class LocalityPerceptiveAttention(nn.Module):
         out = out.transpose(1, 2).reshape(b, n, c)  # (B, N, C)
         return self.out_proj(self.dropout(out))
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, geom: GridGeometry, route: Route | None = None) -> Tensor:
-        """The attention core: q, k, v (B, H, N, d) -> (B, H, N, d), on ``route`` (default: :meth:`route`)."""
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, geom: GridGeometry, route: Route | Literal["banded"] | None = None
+    ) -> Tensor:
+        """The attention core: q, k, v (B, H, N, d) -> (B, H, N, d), on ``route`` (default: ``"banded"``
+        inside a `banded_lpa` block, else :meth:`route`)."""
         needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-        if route is None:
+        if route is None and banded_active():
+            route = "banded"
+        elif route is None:
             route = self.route(q.device, needs_grad, q.dtype)
         if route == "flex":
             out = self._try_flex(q, k, v, geom)
@@ -123,6 +130,8 @@ class LocalityPerceptiveAttention(nn.Module):
         budget = self.max_block_elements or (1 << 26 if q.device.type == "cuda" else 1 << 23)
         if route == "flash":
             return band_flash_attention(q, k, v, geom, budget)
+        if route == "banded":
+            return banded_attention(q, k, v, geom, block_rows(q.shape[2], self.num_heads, budget))
         return eager_attention(q, k, v, geom, budget)
 
     def _try_flex(self, q: Tensor, k: Tensor, v: Tensor, geom: GridGeometry) -> Tensor | None:
