@@ -167,6 +167,15 @@ def test_strict_and_skip_read_one_cache_with_the_plain_messages(synth_dataset, t
     assert skip.report().skipped["empty caption"] == 1 and 1 not in skip.narratives.record_index
 
 
+def test_a_cache_dir_that_cannot_be_written_is_a_clear_error(synth_dataset, tokenizer, tmp_path):
+    from epng.errors import ConfigError
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match="cannot write the data cache"):
+        dataset(synth_dataset, tokenizer, blocker / "cache")
+
+
 RANK_SCRIPT = """
 import json, sys
 import torch.distributed as dist

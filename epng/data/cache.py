@@ -35,7 +35,7 @@ from epng.data.panoptic import PanopticIndex
 from epng.data.png_format import LoadReport
 from epng.data.split_tables import SplitTables, build_split_tables
 from epng.data.tokenization import BatchAlignment, tokenizer_fingerprint
-from epng.errors import DataError
+from epng.errors import ConfigError, DataError
 
 CACHE_ENV = "EPNG_CACHE"
 #: bump when the parse or alignment rules or the arrays change: older caches are then not used
@@ -87,37 +87,45 @@ def _groups(tables: SplitTables) -> dict[str, dict[str, np.ndarray]]:
 
 
 def save_tables(folder: Path, tables: SplitTables, key: str, described: dict) -> None:
-    """Write ``tables`` as the cache ``folder`` (atomically); keeps a complete cache another process wrote first."""
+    """Write ``tables`` as the cache ``folder`` (atomically); keeps a complete cache another process wrote first.
+    :class:`ConfigError` when the cache dir cannot be written."""
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir(parents=True)
     try:
-        files = {}
-        for group, arrays in _groups(tables).items():
-            for name, array in arrays.items():
-                path = tmp / f"{group}.{name}.npy"
-                np.save(path, np.ascontiguousarray(array))
-                files[path.name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
-        report = tables.load_report
-        manifest = {
-            **described,
-            "key": key,
-            "files": files,
-            "categories": tables.panoptic.categories,
-            "load_report": {
-                "n_records": report.n_records,
-                "skipped": dict(report.skipped),
-                "examples": report.examples,
-                "first_bad": report.first_bad,
-            },
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / MANIFEST).is_file():
-                raise
+        tmp.mkdir(parents=True)
+        _write(tmp, folder, tables, key, described)
+    except OSError as err:
+        raise ConfigError(f"{folder.parent}: cannot write the data cache there ({err.strerror or err})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write(tmp: Path, folder: Path, tables: SplitTables, key: str, described: dict) -> None:
+    """The arrays and the manifest (last) into ``tmp``, then ``tmp`` renamed to ``folder``."""
+    files = {}
+    for group, arrays in _groups(tables).items():
+        for name, array in arrays.items():
+            path = tmp / f"{group}.{name}.npy"
+            np.save(path, np.ascontiguousarray(array))
+            files[path.name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    report = tables.load_report
+    manifest = {
+        **described,
+        "key": key,
+        "files": files,
+        "categories": tables.panoptic.categories,
+        "load_report": {
+            "n_records": report.n_records,
+            "skipped": dict(report.skipped),
+            "examples": report.examples,
+            "first_bad": report.first_bad,
+        },
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    try:
+        os.rename(tmp, folder)
+    except OSError:
+        if not (folder / MANIFEST).is_file():
+            raise
 
 
 def load_tables(folder: Path, key: str, layout: SplitLayout, verify: bool = True) -> SplitTables | None:
