@@ -33,6 +33,7 @@ class DataSection:
     on_bad_sample: str = "skip"  # "skip" (count and go on) or "strict" (stop with the record named)
     num_workers: int = 2
     val_max_narratives: int | None = None  # periodic validation on a prefix of the val split
+    cache_dir: str | None = None  # memory-mapped narrative cache (epng prepare); None: $EPNG_CACHE or none
 
 
 @dataclass

@@ -37,7 +37,7 @@ class TrainData:
         """The splits of ``cfg.data`` as ``model`` reads them; validation reads a prefix of
         ``data.val_max_narratives`` narratives when that is set."""
         data = cfg.data
-        common = dict(mode=data.on_bad_sample, max_length=data.max_length)
+        common = dict(mode=data.on_bad_sample, max_length=data.max_length, cache_dir=data.cache_dir)
         train_set = dataset_for(model, data.root, data.train_split, **common)
         val_set = dataset_for(model, data.root, data.val_split, max_narratives=data.val_max_narratives, **common)
         return cls(
