@@ -1,12 +1,14 @@
 """Post-training int8 of the exported graphs (ONNX Runtime's quantization tools), an explicit option.
 
-* visual graph: **static** -- every convolution gets per-channel int8 weights and uint8
+* visual graph: **static** -- the convolutions get per-channel int8 weights and uint8
   inputs whose ranges are calibrated (min / max) on images: the user's, or synthetic
-  scenes drawn at the model's input size. On a CPU without VNNI both runtimes multiply
-  uint8 by int8 with instructions that add pairs of products in int16, which can saturate:
-  there the weights keep 7 bits (``reduce_range``, for the dynamic MatMuls too).
+  scenes drawn at the model's input size. Depthwise convolutions and the stem (which
+  reads the image) stay fp32: they cost little and int8 costs them the most accuracy. On a
+  CPU without VNNI both runtimes multiply uint8 by int8 with instructions that add pairs of
+  products in int16, which can saturate: there the weights keep 7 bits (``reduce_range``,
+  for the dynamic MatMuls too).
 * communicator, text transformer: **dynamic** (ONNX Runtime) -- the linear layers' MatMuls
-  get int8 weights, their inputs are quantised per call; the attention products, the
+  get per-channel int8 weights, their inputs are quantised per call; the attention products, the
   softmaxes and the LayerNorms stay fp32. OpenVINO runs these graphs as exported: it
   executes dynamically quantised MatMuls slower than fp32 ones.
 * head: fp32 for the paper's head (a few cheap ops); the ``"fpn"`` head's convolutions are
@@ -58,11 +60,28 @@ class _Feeds:
         return next(self._feeds, None)
 
 
+def kept_in_fp32(path: Path) -> list[str]:
+    """The convolutions of a graph that static int8 leaves in fp32: depthwise ones (grouped: few
+    multiply-adds per activation, and the ones int8 hurts most) and those reading a graph
+    input (the stem reads the image itself)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inputs = {value.name for value in graph.input}
+    kept = []
+    for node in graph.node:
+        grouped = any(a.name == "group" and a.i > 1 for a in node.attribute)
+        if node.op_type == "Conv" and (grouped or node.input[0] in inputs):
+            kept.append(node.name)
+    return kept
+
+
 def quantize_static(
     source: Path, target: Path, feeds: list[dict[str, np.ndarray]], op_types: tuple[str, ...], reduce_range: bool
 ) -> Path:
-    """Static QDQ int8 of the ``op_types`` nodes (MatMuls: those with constant weights only):
-    per-channel int8 weights, uint8 inputs with min / max ranges calibrated on ``feeds``."""
+    """Static QDQ int8 of the ``op_types`` nodes (MatMuls: those with constant weights only; not
+    the convolutions `kept_in_fp32`): per-channel int8 weights, uint8 inputs with min / max
+    ranges calibrated on ``feeds``."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
@@ -77,13 +96,15 @@ def quantize_static(
         reduce_range=reduce_range,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
+        nodes_to_exclude=kept_in_fp32(source),
         extra_options={"MatMulConstBOnly": True},
     )
     return target
 
 
 def quantize_dynamic(source: Path, target: Path, reduce_range: bool) -> Path:
-    """Dynamic int8 of the MatMuls with constant weights: int8 weights, inputs quantised per call."""
+    """Dynamic int8 of the MatMuls with constant weights: per-channel int8 weights, inputs
+    quantised per call."""
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
@@ -91,7 +112,7 @@ def quantize_dynamic(source: Path, target: Path, reduce_range: bool) -> Path:
         str(source),
         str(target),
         op_types_to_quantize=["MatMul"],
-        per_channel=False,
+        per_channel=True,
         reduce_range=reduce_range,
         weight_type=QuantType.QInt8,
         extra_options={"MatMulConstBOnly": True},
