@@ -17,6 +17,7 @@ import epng.io.limits
 from epng.cli.main import main
 from epng.data.dataset import PNGDataset, SkippedSample
 from epng.data.items import validate_items
+from epng.data.narrative_table import NarrativeView
 from epng.data.panoptic import PanopticIndex
 from epng.data.png_format import load_narratives
 from epng.data.refer_pickle import load_refs_pickle
@@ -139,7 +140,7 @@ def test_the_data_layer_counts_an_oversized_image_or_png_as_over_limit(synthetic
     png = bomb_png(synthetic.png_file(synthetic.image_ids[1]), 20_000, 20_000)
     panoptic = PanopticIndex(synthetic.panoptic_json)
     narratives, _ = load_narratives(synthetic.narratives_json, panoptic)
-    problems = validate_items(strict.layout, panoptic, narratives, deep=True)
+    problems = validate_items(strict.layout, panoptic, NarrativeView.from_narratives(narratives), deep=True)
     assert [(p.reason, p.path) for p in problems] == [
         ("over an input limit", str(image)),
         ("over an input limit", str(png)),
