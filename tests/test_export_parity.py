@@ -18,6 +18,7 @@ from epng.data.inputs import model_inputs
 from epng.errors import ConfigError
 from epng.inference import InferenceOptions, Predictor
 from epng.inference.export_cache import _load
+from epng.inference.exported import GRAPHS, graph_runtime
 from epng.inference.onnx_export import OPSET, write_model_files
 from epng.inference.runtimes import GraphSession, missing_packages
 from epng.model import EPNG, EPNGConfig
@@ -158,6 +159,39 @@ def test_int8_runs_and_roughly_agrees(exported):
     share = agreement(predictor.predict_torch(batch), ref)
     print(f"int8 (onnxruntime, synthetic calibration, random weights): {100 * share:.2f} % mask pixels agree")
     assert share >= 0.8  # a loose floor: random weights are the worst case for int8
+
+
+@needs_ort
+def test_export_command_writes_a_graph_that_matches(exported, tmp_path, capsys):
+    from epng.cli.main import main
+
+    model, _ = exported
+    if model.config.mask_head != "bilinear":
+        pytest.skip("one head is enough for the command")
+    model.save_pretrained(tmp_path / "ckpt")
+    assert (
+        main(["export", "--checkpoint", str(tmp_path / "ckpt"), "--output", str(tmp_path / "m.onnx"), "--no-text"]) == 0
+    )
+    assert f"(opset {OPSET}, input {SIZE}x{SIZE})" in capsys.readouterr().out
+    assert not (tmp_path / "m.text.onnx").exists()
+    batch = make_batch(model, seed=6, batch_size=1)
+    with torch.no_grad():
+        phrases = model.encode_text(*model_inputs(batch)[1:])
+    (got,) = GraphSession(tmp_path / "m.onnx", "onnxruntime")(
+        {"images": batch["images"].numpy(), "phrases": phrases.numpy(), "phrase_mask": batch["phrase_mask"].numpy()}
+    )
+    assert (got - plain_forward(model, batch)).abs().max().item() < 1e-3
+
+
+def test_openvino_int8_hands_the_dynamic_graphs_to_onnxruntime():
+    assert [graph_runtime("openvino", g, True) for g in GRAPHS] == [
+        "openvino",
+        "onnxruntime",
+        "openvino",
+        "onnxruntime",
+    ]
+    assert all(graph_runtime("onnxruntime", g, True) == "onnxruntime" for g in GRAPHS)
+    assert all(graph_runtime("openvino", g, False) == "openvino" for g in GRAPHS)
 
 
 def test_option_rules():

@@ -19,6 +19,7 @@ from epng.bench.harness import ModuleTimer, Stats, count_flops, sync, time_inter
 from epng.bench.results import SUBLAYERS, AgreementResult, CaseResult, FlopsResult, LatencyResult, SpeedUp, StageResult
 from epng.data.inputs import model_inputs
 from epng.inference import Predictor
+from epng.inference.fold_cross import fold_cross_attention
 from epng.model.lpa import lpa_route
 
 Predictors = dict[str, Predictor]  # path name -> predictor, "plain" first
@@ -175,12 +176,15 @@ def measure_flops(predictors: Predictors, b: dict) -> dict[str, FlopsResult]:
     their eager twins for the count (compiled code is not dispatched op by op) and LPA runs
     its eager route: fused kernels are not all known to `FlopCounterMode`, and every route
     does the same dense attention work. An exported runtime computes what the fast path's
-    formulation computes: its FLOPs are counted on an fp32 fast-path twin of the model."""
+    formulation computes, with the reassociated cross-attention: its FLOPs are counted on such
+    an fp32 twin of the model."""
     one = {k: v[:1] for k, v in b.items()}
     out = {name: _stage_flops(pred, one) for name, pred in predictors.items() if pred.report.runtime == "torch"}
     runtime = [name for name, pred in predictors.items() if pred.report.runtime != "torch"]
     if runtime:
         model = next(p.model for p in predictors.values() if p.report.runtime == "torch" and not p.options.fast)
-        twin = _stage_flops(Predictor(model, fast=True, precision="fp32"), one)
+        twin_predictor = Predictor(model, fast=True, precision="fp32")
+        fold_cross_attention(twin_predictor.model.communicator)  # as the exported communicator computes it
+        twin = _stage_flops(twin_predictor, one)
         out.update({name: twin for name in runtime})
     return out

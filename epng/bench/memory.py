@@ -2,12 +2,14 @@
 
 The parent runs ``python -m epng.bench.memory --memory-child SPEC`` per path; the child
 builds the model, prepares that path's predictor in place (no second copy of the weights),
-warms it up (geometry tables, allocator, compile), gives freed heap back to the OS, then
-reports the peak RSS over ``calls`` calls (`PeakRSS`) as one JSON line on stdout.
+warms it up (geometry tables, allocator, compile), collects garbage and gives freed heap
+back to the OS, then reports the peak RSS over ``calls`` calls (`PeakRSS`) as one JSON line
+on stdout.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -21,7 +23,9 @@ from epng.bench.results import MemoryResult
 
 
 def _trim_heap() -> None:
-    """Give freed heap pages back to the OS (glibc), so RSS reflects live memory."""
+    """Collect unreachable objects and give freed heap pages back to the OS (glibc), so RSS
+    reflects live memory."""
+    gc.collect()
     try:
         import ctypes
 

@@ -1,8 +1,10 @@
-"""Inference: the `Predictor` (one path for every caller), its options and the fast-path passes."""
+"""Inference: the `Predictor` (one path for every caller), its options, the fast-path passes and
+the exported-graph runtimes (ONNX export, ONNX Runtime / OpenVINO sessions, int8)."""
 
 from epng.inference.options import COMPILE_SCOPES, InferenceOptions
 from epng.inference.predictor import ImageInput, Prediction, Predictor, load_image
 from epng.inference.prepare import PreparationReport
+from epng.inference.runtimes import RUNTIMES
 
 __all__ = [
     "COMPILE_SCOPES",
@@ -11,5 +13,6 @@ __all__ = [
     "Prediction",
     "PreparationReport",
     "Predictor",
+    "RUNTIMES",
     "load_image",
 ]

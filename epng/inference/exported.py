@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from epng.errors import ConfigError
 from epng.inference.export_cache import cached, calibration_key, model_key
 from epng.inference.onnx_export import export_graphs
-from epng.inference.quantize import calibration_images, quantize_graphs, reduce_range
+from epng.inference.quantize import DYNAMIC_GRAPHS, calibration_images, quantize_graphs, reduce_range
 from epng.inference.runtimes import GraphSession, Runtime, check_runtime
 from epng.model import EPNG
 from epng.model.visual_encoder import VisualFeatures
@@ -35,6 +35,18 @@ def _array(t: Tensor) -> np.ndarray:
     """A CPU numpy view of ``t`` (float tensors as float32) for a graph's input."""
     t = t.detach().cpu()
     return (t.float() if t.is_floating_point() else t).contiguous().numpy()
+
+
+GRAPHS = ("visual", "communicator", "head", "text")
+
+
+def graph_runtime(runtime: Runtime, graph: str, int8: bool) -> Runtime:
+    """The runtime that runs ``graph``: ``runtime``, except that with int8 on OpenVINO the
+    dynamically quantised graphs (communicator, text; `epng.inference.quantize`) run on ONNX
+    Runtime, which has kernels for them (OpenVINO runs them slower than their fp32 versions)."""
+    if int8 and runtime == "openvino" and graph in DYNAMIC_GRAPHS:
+        return "onnxruntime"
+    return runtime
 
 
 class ExportedTransformer(nn.Module):
@@ -96,16 +108,17 @@ class ExportedModel:
                     lambda f: quantize_graphs(graphs, runtime, calibration_images(model, images), f),
                 )
 
-            def session(path: Path) -> GraphSession:
-                return GraphSession(path, runtime, threads=threads, bf16=bf16)
+            present = [name for name in GRAPHS if name != "text" or graphs.text is not None]
+            self.graph_runtimes = {name: graph_runtime(runtime, name, int8) for name in present}
 
-            self.visual, self.communicator, self.head_graph = (
-                session(graphs.visual),
-                session(graphs.communicator),
-                session(graphs.head),
-            )
+            def session(name: str, path: Path) -> GraphSession:
+                return GraphSession(path, self.graph_runtimes[name], threads=threads, bf16=bf16)
+
+            self.visual = session("visual", graphs.visual)
+            self.communicator = session("communicator", graphs.communicator)
+            self.head_graph = session("head", graphs.head)
             transformer = model.text_encoder.model
-            self.text = ExportedTransformer(session(graphs.text), transformer.config) if graphs.text else None
+            self.text = ExportedTransformer(session("text", graphs.text), transformer.config) if graphs.text else None
         self.precision = self.visual.precision
         self.fine = graphs.fine
         self.image_size = graphs.image_size

@@ -40,7 +40,7 @@ from epng.model import EPNG
 from epng.model.lpa.banded import banded_lpa
 
 OPSET = 18
-GRAPH_VERSION = 3  # bumped when the exported formulation or the int8 recipe changes (cached graphs are keyed by it)
+GRAPH_VERSION = 4  # bumped when the exported formulation or the int8 recipe changes (cached graphs are keyed by it)
 MAX_BATCH = 1024
 MAX_PHRASES = 4096
 

@@ -162,6 +162,7 @@ class Predictor:
             runtime=opts.runtime,
             int8=opts.int8,
             export_seconds=round(self._backend.build_seconds, 2),
+            graph_runtimes=dict(self._backend.graph_runtimes),
         )
         self._visual = self._communicator = None
         self._image = None

@@ -40,6 +40,7 @@ class PreparationReport:
     runtime: str = "torch"
     int8: bool = False
     export_seconds: float | None = None  # exported runtimes: export (+ int8) and session loading
+    graph_runtimes: dict[str, str] = field(default_factory=dict)  # exported graph -> the runtime running it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,7 +49,9 @@ class PreparationReport:
         """A one-line description, e.g. ``fast (bf16, channels-last, 104 BN folded, stride-16 head)``
         or ``openvino (int8 + fp32, exported graphs)``."""
         if self.runtime != "torch":
-            return f"{self.runtime} ({'int8 + ' if self.int8 else ''}{self.dtype}, exported graphs)"
+            others = sorted(g for g, rt in self.graph_runtimes.items() if rt != self.runtime)
+            moved = f"; {', '.join(others)} on onnxruntime" if others else ""
+            return f"{self.runtime} ({'int8 + ' if self.int8 else ''}{self.dtype}, exported graphs{moved})"
         if not self.fast:
             return f"plain {self.dtype} eager"
         parts = [

@@ -7,10 +7,10 @@
   CPU without VNNI both runtimes multiply uint8 by int8 with instructions that add pairs of
   products in int16, which can saturate: there the weights keep 7 bits (``reduce_range``,
   for the dynamic MatMuls too).
-* communicator, text transformer: **dynamic** (ONNX Runtime) -- the linear layers' MatMuls
-  get per-channel int8 weights, their inputs are quantised per call; the attention products, the
-  softmaxes and the LayerNorms stay fp32. OpenVINO runs these graphs as exported: it
-  executes dynamically quantised MatMuls slower than fp32 ones.
+* communicator, text transformer: **dynamic** -- the linear layers' MatMuls get per-channel
+  int8 weights, their inputs are quantised per call; the attention products, the softmaxes
+  and the LayerNorms stay fp32. ONNX Runtime runs these graphs on both runtimes' paths
+  (OpenVINO executes dynamically quantised MatMuls slower than fp32 ones).
 * head: fp32 for the paper's head (a few cheap ops); the ``"fpn"`` head's convolutions are
   static int8 like the backbone's, calibrated on what the fp32 visual and communicator
   graphs give for the calibration images.
@@ -31,6 +31,7 @@ from epng.inference.onnx_export import ExportedGraphs
 from epng.model import EPNG
 
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+DYNAMIC_GRAPHS = ("communicator", "text")  # quantised dynamically (the others: static, or fp32)
 SYNTHETIC_CALIBRATION = 8  # synthetic scenes when no calibration image is given
 
 
@@ -161,8 +162,8 @@ def quantize_graphs(graphs: ExportedGraphs, runtime: str, calibration: Tensor, f
     }
     if graphs.fine:
         paths["head"] = quantize_static(graphs.head, folder / "head.int8.onnx", feeds["head"], ("Conv",), seven_bits)
-    if runtime == "onnxruntime":
-        paths["communicator"] = quantize_dynamic(graphs.communicator, folder / "communicator.int8.onnx", seven_bits)
-        if graphs.text is not None:
-            paths["text"] = quantize_dynamic(graphs.text, folder / "text.int8.onnx", seven_bits)
+    dynamic_bits = reduce_range("onnxruntime")  # the dynamic graphs run on ONNX Runtime
+    paths["communicator"] = quantize_dynamic(graphs.communicator, folder / "communicator.int8.onnx", dynamic_bits)
+    if graphs.text is not None:
+        paths["text"] = quantize_dynamic(graphs.text, folder / "text.int8.onnx", dynamic_bits)
     return graphs.replace(**paths)

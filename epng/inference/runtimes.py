@@ -4,7 +4,8 @@
 and ``"openvino"`` run its exported ONNX graphs (`epng.inference.onnx_export`) on the CPU.
 A `GraphSession` takes named numpy inputs and gives the graph's outputs as CPU tensors it
 owns (OpenVINO's output buffers are reused by the next call, so they are copied out).
-Both use ``threads`` intra-op threads (default: torch's). OpenVINO computes in bf16 where
+Both use ``threads`` intra-op threads (default: torch's); ONNX Runtime's do not spin between
+runs. OpenVINO computes in bf16 where
 ``bf16`` is asked (natively bf16 CPUs), in fp32 otherwise; ONNX Runtime always in fp32.
 """
 
@@ -63,6 +64,9 @@ class GraphSession:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # each session has its own thread pool: threads spinning after a run would take the
+        # cores from the next graph (or from torch's stages) on a small CPU
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]

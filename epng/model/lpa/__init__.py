@@ -22,6 +22,10 @@ Routes, all exact (same function up to floating-point rounding):
 * ``"eager"`` (:mod:`.eager`, any device; the fallback) -- query-chunked attention with
   the neighbour logits rescaled in place; checkpointed per block under autograd.
 
+* ``"banded"`` (:mod:`.banded`, any device) -- plain tensor ops in fixed query blocks, the
+  band's logits rescaled by a small factor table; what an exported ONNX graph holds.  It is
+  not a route setting: every LPA forward inside a ``with banded_lpa(): ...`` block takes it.
+
 Which one runs (:mod:`.policy`): a process-wide setting (``"auto"`` by default; change it
 with :func:`set_lpa_route` or for a block with ``with lpa_route("eager"): ...``), or a
 module's own ``backend``.  ``"auto"`` takes ``"flex"`` on CUDA in bf16/fp16, ``"flash"``
@@ -32,7 +36,7 @@ on with the exact route of the device.
 Memory: no route holds an (N, N) tensor outside a fused kernel.  Per-grid tables are
 O(N * K) (:mod:`.geometry`), built once per (grid, device) and cached per module instance;
 the "flash" and "eager" routes hold at most ``max_block_elements`` logits per block of
-query rows.
+query rows, the banded formulation at most that many per sample.
 
 Dropout: FlexAttention cannot drop attention weights inside the kernel.  So that every
 route computes the same function, ``dropout`` is applied to the concatenated head outputs
@@ -43,6 +47,7 @@ weights.
 :mod:`.reference` holds the materialised formula that tests and the benchmark compare to.
 """
 
+from epng.model.lpa.banded import banded_lpa
 from epng.model.lpa.geometry import LPA_DISTANCES, GridGeometry, LPADistance, build_grid_geometry
 from epng.model.lpa.module import LocalityPerceptiveAttention
 from epng.model.lpa.policy import LPA_ROUTES, LPARoute, Route, get_lpa_route, lpa_route, resolve_route, set_lpa_route
@@ -56,6 +61,7 @@ __all__ = [
     "LPARoute",
     "LocalityPerceptiveAttention",
     "Route",
+    "banded_lpa",
     "build_grid_geometry",
     "get_lpa_route",
     "lpa_layer_reference",
