@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from epng.data.dataset import PNGDataset, collate_png
+from epng.data.input_format import InputFormat
 from epng.data.synth import generate_benchmark
 from epng.model import load_tokenizer, preset_config
 
@@ -59,8 +60,7 @@ def main() -> None:
         data = PNGDataset(
             root,
             "train2017",
-            load_tokenizer(preset_config("epng_lite0_minilm")),
-            image_size=args.size,
+            InputFormat(load_tokenizer(preset_config("epng_lite0_minilm")), args.size),
             max_narratives=args.images,
         )
         batch = collate_png([data[i] for i in range(len(data))])

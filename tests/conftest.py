@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 from helpers_dataset import require_sample
 
+from epng.data.layout import SplitLayout
+
 SPLIT = "val2017"
 
 
@@ -216,16 +218,20 @@ class SyntheticInfo:
     def image_file(self, image_id: int) -> Path:
         return self.root / "images" / self.split / f"{image_id:012d}.jpg"
 
+    @property
+    def layout(self) -> SplitLayout:
+        return SplitLayout(self.root, self.split)
+
     def png_file(self, image_id: int) -> Path:
-        return self.root / "annotations" / "panoptic_segmentation" / self.split / f"{image_id:012d}.png"
+        return self.layout.panoptic_png(image_id)
 
     @property
     def narratives_json(self) -> Path:
-        return self.root / "annotations" / f"png_coco_{self.split}.json"
+        return self.layout.narratives_json
 
     @property
     def panoptic_json(self) -> Path:
-        return self.root / "annotations" / f"panoptic_{self.split}.json"
+        return self.layout.panoptic_json
 
     def write_records(self, records: list) -> None:
         self.records = records

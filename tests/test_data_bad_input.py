@@ -9,12 +9,13 @@ import pytest
 from PIL import Image
 
 from epng.data.dataset import PNGDataset, SkippedSample, collate_png
+from epng.data.input_format import InputFormat
 from epng.errors import DataError
 from epng.io.panoptic_png import id_to_rgb
 
 
 def make(info, tokenizer, mode, **kw):
-    return PNGDataset(info.root, info.split, tokenizer, image_size=32, mode=mode, **kw)
+    return PNGDataset(info.root, info.split, InputFormat(tokenizer, 32), mode=mode, **kw)
 
 
 def record_ref(info, index: int) -> str:

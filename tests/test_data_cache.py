@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from epng.data.dataset import PNGDataset, collate_png
+from epng.data.input_format import InputFormat
 from epng.data.panoptic import PanopticIndex
 from epng.data.png_format import load_narratives
 from epng.errors import DataError
@@ -40,8 +41,8 @@ def copy_root(src: Path, dst: Path) -> Path:
     return dst
 
 
-def dataset(root: Path, tokenizer, cache: Path | None, **kw) -> PNGDataset:
-    return PNGDataset(root, SPLIT, tokenizer, image_size=32, cache_dir=cache, **kw)
+def dataset(root: Path, tokenizer, cache: Path | None, max_length: int = 512, **kw) -> PNGDataset:
+    return PNGDataset(root, SPLIT, InputFormat(tokenizer, 32, max_length=max_length), cache_dir=cache, **kw)
 
 
 def expected_encoding(tokenizer, narrative, max_length: int) -> dict:
@@ -181,10 +182,11 @@ import json, sys
 import torch.distributed as dist
 from transformers import AutoTokenizer
 from epng.data.dataset import PNGDataset
+from epng.data.input_format import InputFormat
 
 root, cache, tok_path, out = sys.argv[1:5]
 dist.init_process_group("gloo")
-ds = PNGDataset(root, "train2017", AutoTokenizer.from_pretrained(tok_path), image_size=32, cache_dir=cache)
+ds = PNGDataset(root, "train2017", InputFormat(AutoTokenizer.from_pretrained(tok_path), 32), cache_dir=cache)
 first = ds[0]
 state = {"status": ds.cache_status, "n": len(ds), "ids": first.input_ids.tolist(), "folder": str(ds.cache_folder)}
 with open(f"{out}/rank{dist.get_rank()}.json", "w") as f:
@@ -214,7 +216,7 @@ def test_two_torchrun_processes_build_once_and_both_read(synth_dataset, tokenize
     assert ranks[0]["n"] == ranks[1]["n"] == len(plain)
     assert ranks[0]["ids"] == ranks[1]["ids"] == plain[0].input_ids.tolist()
     assert np.array_equal(
-        PNGDataset(synth_dataset, SPLIT, tokenizer, image_size=32, cache_dir=cache).narratives.record_index,
+        PNGDataset(synth_dataset, SPLIT, InputFormat(tokenizer, 32), cache_dir=cache).narratives.record_index,
         plain.narratives.record_index,
     )
 
@@ -256,7 +258,10 @@ def test_prepare_builds_the_cache_a_job_then_maps(synth_dataset, tmp_path, capsy
     assert f"{SPLIT}: built {tmp_path}" in capsys.readouterr().out
     config = preset_config("epng_lite0_minilm")
     job = PNGDataset(
-        synth_dataset, SPLIT, load_tokenizer(config), max_length=config.max_text_length, cache_dir=tmp_path
+        synth_dataset,
+        SPLIT,
+        InputFormat(load_tokenizer(config), max_length=config.max_text_length),
+        cache_dir=tmp_path,
     )
     assert job.cache_status == "loaded"
     assert main(args) == 2 and "EPNG_CACHE" in capsys.readouterr().err  # no cache dir given

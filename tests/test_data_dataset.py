@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from epng.data.dataset import PNGDataset, collate_png
+from epng.data.input_format import InputFormat
 from epng.data.panoptic import PanopticIndex, phrase_masks, segment_pixel_counts
 from epng.data.png_format import load_narratives
 from epng.data.transforms import valid_size
@@ -53,7 +54,7 @@ def test_phrase_properties_of_real_narrative(real_root, real):
 @pytest.mark.parametrize("resize", ["square", "letterbox"])
 def test_batch_contract_on_real_sample(real_root, tokenizer, resize, real):
     size = 256
-    ds = PNGDataset(real_root, SPLIT, tokenizer, image_size=size, resize=resize)
+    ds = PNGDataset(real_root, SPLIT, InputFormat(tokenizer, size, resize))
     assert len(ds) == 2
     samples = [ds[0], ds[1]]
     batch = collate_png(samples)
@@ -107,7 +108,7 @@ def test_batch_contract_on_real_sample(real_root, tokenizer, resize, real):
 
 def test_resized_gt_area_scales_with_the_image(real_root, tokenizer, sample_json, real):
     size = 320
-    ds = PNGDataset(real_root, SPLIT, tokenizer, image_size=size, resize="letterbox")
+    ds = PNGDataset(real_root, SPLIT, InputFormat(tokenizer, size, "letterbox"))
     sample = ds[0]
     areas = _areas(sample_json)[real.rugby]
     scale2 = (size / 640) ** 2
@@ -138,7 +139,7 @@ def test_truncated_phrases_are_reported(real_root, tokenizer, real):
     # cut right after the pieces of "ball" (phrase 3); later phrases are lost
     ball_end = caption.index("ball") + len("ball")
     n_keep = 1 + sum(1 for s, e in enc["offset_mapping"][1:-1] if e <= ball_end)
-    ds = PNGDataset(real_root, SPLIT, tokenizer, image_size=64, max_length=n_keep + 1)
+    ds = PNGDataset(real_root, SPLIT, InputFormat(tokenizer, 64, max_length=n_keep + 1))
     rep = ds.report()
     assert rep.n_truncated_phrases >= 4 and rep.n_truncated_narratives >= 1
     batch = collate_png([ds[0]])
@@ -153,7 +154,7 @@ def test_truncated_phrases_are_reported(real_root, tokenizer, real):
 def test_dataloader_with_workers_carries_skip_counts(synthetic, tokenizer):
     # corrupt the second image: found lazily inside the worker, counted in the batch
     synthetic.image_file(synthetic.image_ids[1]).write_bytes(b"garbage" * 50)
-    ds = PNGDataset(synthetic.root, synthetic.split, tokenizer, image_size=32, mode="skip")
+    ds = PNGDataset(synthetic.root, synthetic.split, InputFormat(tokenizer, 32), mode="skip")
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1, collate_fn=collate_png)
     batches = list(loader)
     assert len(batches) == 1
@@ -168,21 +169,14 @@ def test_dataloader_with_workers_carries_skip_counts(synthetic, tokenizer):
 def test_all_skipped_batch_is_empty(synthetic, tokenizer):
     for image_id in synthetic.image_ids:
         synthetic.image_file(image_id).write_bytes(b"garbage")
-    ds = PNGDataset(synthetic.root, synthetic.split, tokenizer, image_size=32, mode="skip")
+    ds = PNGDataset(synthetic.root, synthetic.split, InputFormat(tokenizer, 32), mode="skip")
     batch = collate_png([ds[0], ds[1]])
     assert batch["images"].shape == (0, 3, 32, 32) and batch["meta"] == [] and batch["n_skipped"] == 2
 
 
 def test_synthetic_sample_values(synthetic, tokenizer):
-    ds = PNGDataset(
-        synthetic.root,
-        synthetic.split,
-        tokenizer,
-        image_size=(48, 64),
-        resize="square",
-        mean=(0.0, 0.0, 0.0),
-        std=(1.0, 1.0, 1.0),
-    )
+    fmt = InputFormat(tokenizer, (48, 64), "square", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    ds = PNGDataset(synthetic.root, synthetic.split, fmt)
     s = ds[0]
     assert s.valid_size == valid_size((24, 32), (48, 64), "square") == (48, 64)
     a, b, c = (seg for segs in s.phrase_segments for seg in segs)

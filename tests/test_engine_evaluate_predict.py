@@ -47,15 +47,7 @@ def tiny_model():
 
 
 def test_evaluate_on_an_oracle_reproduces_score(synth_dataset, tmp_path, tiny_model):
-    cfg = tiny_model.config
-    dataset = PNGDataset(
-        synth_dataset,
-        "val2017",
-        tiny_model.tokenizer,
-        image_size=cfg.image_size,
-        mean=tiny_model.image_mean,
-        std=tiny_model.image_std,
-    )
+    dataset = PNGDataset(synth_dataset, "val2017", tiny_model.input_format())
     oracle = OraclePredictor(tiny_model, dataset)
     result = evaluate_checkpoint(oracle, synth_dataset, "val2017", tmp_path, batch_size=3, num_workers=0, n_overlays=2)
     metrics = result["metrics"]
@@ -102,20 +94,14 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+def run_predict(capsys, checkpoint: Path, image: Path, *extra: str) -> tuple[int, str, str]:
+    """`epng predict --checkpoint CHECKPOINT --image IMAGE EXTRA...`: exit code, stdout, stderr."""
+    return run_cli(["predict", "--checkpoint", str(checkpoint), "--image", str(image), *extra], capsys)
+
+
 def test_predict_writes_one_mask_per_phrase_at_image_size(checkpoint, picture, tmp_path, capsys):
-    code, out, _ = run_cli(
-        [
-            "predict",
-            "--checkpoint",
-            str(checkpoint),
-            "--image",
-            str(picture),
-            "--caption",
-            "A [red ball] lies on the [green grass].",
-            "--output",
-            str(tmp_path),
-        ],
-        capsys,
+    code, out, _ = run_predict(
+        capsys, checkpoint, picture, "--caption", "A [red ball] lies on the [green grass].", "--output", str(tmp_path)
     )
     assert code == 0
     masks = sorted(tmp_path.glob("mask_*.png"))
@@ -141,28 +127,13 @@ def test_a_plain_caption_grounds_the_extracted_noun_phrases(checkpoint, picture,
     assert result.phrase_source == "extracted" and result.caption == caption
     assert result.phrases == [p.text for p in expected] == ["picture", "two dogs", "grass", "red ball"]
     assert result.spans == [(p.start, p.end) for p in expected] and result.masks.shape == (4, 50, 90)
-    code, out, _ = run_cli(
-        [
-            "predict",
-            "--checkpoint",
-            str(checkpoint),
-            "--image",
-            str(picture),
-            "--caption",
-            caption,
-            "--output",
-            str(tmp_path),
-        ],
-        capsys,
-    )
+    code, out, _ = run_predict(capsys, checkpoint, picture, "--caption", caption, "--output", str(tmp_path))
     assert code == 0 and [json.loads(line)["source"] for line in out.splitlines()] == ["extracted"] * 4
 
 
 def test_predict_has_a_default_output_folder_and_a_version(checkpoint, picture, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, _ = run_cli(
-        ["predict", "--checkpoint", str(checkpoint), "--image", str(picture), "--caption", "a [dog]"], capsys
-    )
+    code, out, _ = run_predict(capsys, checkpoint, picture, "--caption", "a [dog]")
     assert code == 0 and (tmp_path / "predict_out" / "overlay.png").is_file()
     assert json.loads(out)["file"] == str(Path("predict_out") / "mask_00_dog.png")
     with pytest.raises(SystemExit) as exit_info:
@@ -212,59 +183,20 @@ def test_predictor_masks_equal_the_model_run_by_hand(checkpoint, picture, tiny_m
     ],
 )
 def test_predict_bad_text(checkpoint, picture, tmp_path, capsys, extra, message):
-    code, _, err = run_cli(
-        ["predict", "--checkpoint", str(checkpoint), "--image", str(picture), "--output", str(tmp_path), *extra], capsys
-    )
+    code, _, err = run_predict(capsys, checkpoint, picture, "--output", str(tmp_path), *extra)
     assert code == 2 and message in err and "Traceback" not in err
 
 
 def test_predict_bad_files(checkpoint, tmp_path, capsys):
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("this is not a picture")
-    code, _, err = run_cli(
-        [
-            "predict",
-            "--checkpoint",
-            str(checkpoint),
-            "--image",
-            str(not_image),
-            "--caption",
-            "a [dog]",
-            "--output",
-            str(tmp_path),
-        ],
-        capsys,
-    )
+    code, _, err = run_predict(capsys, checkpoint, not_image, "--caption", "a [dog]", "--output", str(tmp_path))
     assert code == 2 and str(not_image) in err and "corrupt or unsupported image" in err
-    code, _, err = run_cli(
-        [
-            "predict",
-            "--checkpoint",
-            str(checkpoint),
-            "--image",
-            str(tmp_path / "missing.jpg"),
-            "--caption",
-            "a [dog]",
-            "--output",
-            str(tmp_path),
-        ],
-        capsys,
+    code, _, err = run_predict(
+        capsys, checkpoint, tmp_path / "missing.jpg", "--caption", "a [dog]", "--output", str(tmp_path)
     )
     assert code == 2 and "missing.jpg: image file not found" in err
-    code, _, err = run_cli(
-        [
-            "predict",
-            "--checkpoint",
-            str(tmp_path),
-            "--image",
-            str(not_image),
-            "--caption",
-            "a [dog]",
-            "--output",
-            str(tmp_path),
-        ],
-        capsys,
-    )
+    code, _, err = run_predict(capsys, tmp_path, not_image, "--caption", "a [dog]", "--output", str(tmp_path))
     assert code == 2 and "not an EPNG checkpoint" in err
 
 
@@ -279,19 +211,14 @@ def test_fast_path_through_evaluate_and_predict(synth_dataset, checkpoint, pictu
         n_overlays=0,
     )
     assert score_predictions(synth_dataset, "val2017", tmp_path / "eval" / "predictions.jsonl") == result["metrics"]
-    code, _, _ = run_cli(
-        [
-            "predict",
-            "--checkpoint",
-            str(checkpoint),
-            "--image",
-            str(picture),
-            "--fast",
-            "--caption",
-            "A [red ball] on the grass.",
-            "--output",
-            str(tmp_path / "pred"),
-        ],
+    code, _, _ = run_predict(
         capsys,
+        checkpoint,
+        picture,
+        "--fast",
+        "--caption",
+        "A [red ball] on the grass.",
+        "--output",
+        str(tmp_path / "pred"),
     )
     assert code == 0 and np.asarray(Image.open(tmp_path / "pred" / "mask_00_red_ball.png")).shape == (50, 90)

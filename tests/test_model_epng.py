@@ -7,20 +7,14 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from test_inference_predictor import SMALL
 
 from epng.errors import CheckpointError
 from epng.losses import EPNGCriterion
 from epng.model import EPNG, EPNGConfig, build_epng, visual_encoder
 
-TINY = dict(
-    backbone="resnet18",
-    backbone_weights="none",
-    fpn_channels=16,
-    num_heads=4,
-    ffn_dim=64,
-    num_layers=2,
-    text_encoder="minilm",
-)
+# the predictor tests' small model, narrower, with the packaged MiniLM weights and the default input size
+TINY = {**SMALL, "fpn_channels": 16, "ffn_dim": 64, "text_weights": "pretrained", "image_size": 640}
 
 
 @pytest.fixture(scope="module", params=["bilinear", "fpn"])

@@ -35,15 +35,7 @@ def test_compact_preset_fits_four_images(tmp_path):
     torch.manual_seed(0)
     generate_benchmark(tmp_path, n_train=4, n_val=1, size=SIZE, seed=0)
     model = build_epng("epng_lite0_minilm", image_size=SIZE, dropout=0.0)
-    data = PNGDataset(
-        tmp_path,
-        "train2017",
-        model.tokenizer,
-        image_size=SIZE,
-        mean=model.image_mean,
-        std=model.image_std,
-        max_narratives=4,
-    )
+    data = PNGDataset(tmp_path, "train2017", model.input_format(SIZE), max_narratives=4)
     batch = collate_png([data[i] for i in range(len(data))])
     assert batch["phrase_mask"].sum() >= 10  # things and stuff, single and plural
     criterion = EPNGCriterion.from_config(model.config)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from epng.data.input_format import InputFormat
 from epng.data.refer import ReferData
 from epng.data.refer_dataset import ReferDataset, collate_refer
 from epng.data.refer_layout import refer_layout
@@ -240,7 +241,7 @@ def test_bad_segmentation_and_malformed_refs(copy_root):
 
 
 def test_dataset_batches_follow_the_png_contract(refer_root, tokenizer):
-    ds = ReferDataset.from_root(refer_root, "refcocog", "test", tokenizer, image_size=(48, 40), mode="strict")
+    ds = ReferDataset.from_root(refer_root, "refcocog", "test", InputFormat(tokenizer, (48, 40)), mode="strict")
     assert len(ds) == ds.report().n_expressions > 0
     batch = collate_refer([ds[i] for i in range(3)])
     b, t = batch["input_ids"].shape
@@ -267,13 +268,13 @@ def test_dataset_batches_follow_the_png_contract(refer_root, tokenizer):
 
 
 def test_dataset_lazy_bad_image_strict_and_skip(copy_root, tokenizer):
-    ds = ReferDataset.from_root(copy_root, "refcoco", "testA", tokenizer, image_size=32)
+    ds = ReferDataset.from_root(copy_root, "refcoco", "testA", InputFormat(tokenizer, 32))
     path = ds.image_file(0)
     path.write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match="corrupt or unsupported image") as err:
         ds[0]
     assert str(path) in str(err.value) and f"ref {ds.expressions[0].ref_id}" in str(err.value)
-    ds = ReferDataset.from_root(copy_root, "refcoco", "testA", tokenizer, image_size=32, mode="skip")
+    ds = ReferDataset.from_root(copy_root, "refcoco", "testA", InputFormat(tokenizer, 32), mode="skip")
     batch = collate_refer([ds[i] for i in range(len(ds))])
     bad = sum(ds.expressions[i].image_id == ds.expressions[0].image_id for i in range(len(ds)))
     assert batch["n_skipped"] == bad and batch["images"].shape[0] == len(ds) - bad

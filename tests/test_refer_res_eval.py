@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from epng.cli.main import main
+from epng.data.input_format import InputFormat
 from epng.data.refer import ReferData
 from epng.data.refer_dataset import ReferDataset
 from epng.data.synth.refer import generate_refer
@@ -81,7 +82,7 @@ def test_full_and_empty_predictions_give_the_exact_metrics(refer_root, tokenizer
         assert m["precision"][k] == pytest.approx(100 * np.mean(area / pixels >= float(k)))
     assert all(shape == (shape[0], 3, 96, 96) and not grad for shape, grad in full.calls)  # batched, no gradient
     empty = ConstantPredictor(-20.0)
-    ds = ReferDataset(ReferData.load(refer_root, "refcoco"), "testA", tokenizer, image_size=32)
+    ds = ReferDataset(ReferData.load(refer_root, "refcoco"), "testA", InputFormat(tokenizer, 32))
     m = evaluate_res(empty, ds, RESOptions(batch_size=4))
     assert m["mIoU"] == m["oIoU"] == 0.0 and all(v == 0.0 for v in m["precision"].values())
 

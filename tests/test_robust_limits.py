@@ -16,6 +16,7 @@ from PIL import Image, ImageFile
 import epng.io.limits
 from epng.cli.main import main
 from epng.data.dataset import PNGDataset, SkippedSample
+from epng.data.input_format import InputFormat
 from epng.data.items import validate_items
 from epng.data.narrative_table import NarrativeView
 from epng.data.panoptic import PanopticIndex
@@ -130,11 +131,11 @@ def test_the_pixel_limit_is_read_from_the_header_and_applies_to_arrays(tmp_path,
 
 def test_the_data_layer_counts_an_oversized_image_or_png_as_over_limit(synthetic, tokenizer):
     image = bomb_png(synthetic.image_file(synthetic.image_ids[0]))  # a PNG named .jpg
-    dataset = PNGDataset(synthetic.root, synthetic.split, tokenizer, image_size=32, mode="skip")
+    dataset = PNGDataset(synthetic.root, synthetic.split, InputFormat(tokenizer, 32), mode="skip")
     item = dataset[0]
     assert isinstance(item, SkippedSample) and item.reason == "over an input limit"
     assert str(image) in item.message and "max_image_pixels" in item.message
-    strict = PNGDataset(synthetic.root, synthetic.split, tokenizer, image_size=32, mode="strict")
+    strict = PNGDataset(synthetic.root, synthetic.split, InputFormat(tokenizer, 32), mode="strict")
     with pytest.raises(BadItemError, match=rf"{image}: the pixel count the image declares is 2,500,000,000"):
         strict[0]
     png = bomb_png(synthetic.png_file(synthetic.image_ids[1]), 20_000, 20_000)

@@ -103,6 +103,7 @@ def run_loader_bench(
 
     from epng.data.cache import cache_dir_from
     from epng.data.dataset import PNGDataset, collate_png
+    from epng.data.input_format import InputFormat
     from epng.model import preset_config
     from epng.model.text_encoder import load_tokenizer
     from epng.model.visual_encoder import image_stats
@@ -111,20 +112,10 @@ def run_loader_bench(
     split = pick_split(root, split)
     config = preset_config(preset, backbone_weights="none", text_weights="random", image_size=image_size)
     mean, std = image_stats(config)
-    tokenizer = load_tokenizer(config)
+    input_format = InputFormat(load_tokenizer(config), image_size, config.resize, mean, std, config.max_text_length)
 
     def make() -> PNGDataset:
-        return PNGDataset(
-            root,
-            split,
-            tokenizer,
-            image_size=image_size,
-            resize=config.resize,
-            mean=mean,
-            std=std,
-            max_length=config.max_text_length,
-            cache_dir=cache_dir,
-        )
+        return PNGDataset(root, split, input_format, cache_dir=cache_dir)
 
     dataset, first = _startup(make)
     startups = [first]

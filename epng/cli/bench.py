@@ -115,12 +115,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
+    from dataclasses import fields
 
     import torch
 
     from epng.errors import ConfigError
+    from epng.io.json_file import write_json
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -167,53 +167,31 @@ def run(args: argparse.Namespace) -> int:
             check_runtime(runtime)
             if runtime == "torch":
                 raise ConfigError("--runtime torch is the plain/fast paths: name onnxruntime or openvino")
+        same_name = {f.name: getattr(args, f.name) for f in fields(ModelBenchConfig) if hasattr(args, f.name)}
         cfg = ModelBenchConfig(
-            preset=args.preset,
-            image_size=args.image_size,
-            orig_size=tuple(args.orig_size),
-            batch=args.batch,
-            throughput_batch=args.throughput_batch,
-            device=args.device,
-            repeats=args.repeats,
-            warmup=args.warmup,
-            max_case_seconds=args.max_case_seconds,
-            phrases=args.phrases,
-            tokens=args.tokens,
-            fast=args.fast or args.compile,
-            fast_only=args.fast_only,
-            precision=args.precision,
-            channels_last=not args.no_channels_last,
-            fold_bn=not args.no_fold_bn,
-            text_bf16=args.text_bf16,
-            compile=args.compile,
-            compile_mode=args.compile_mode,
-            compile_scopes=scopes,
-            runtimes=tuple(dict.fromkeys(args.runtime)),
-            int8=args.int8,
-            export_dir=args.export_dir,
-            train=args.train,
-            train_batch=args.train_batch,
-            train_repeats=args.train_repeats,
-            stages=not args.no_stages,
-            flops=not args.no_flops,
-            memory=not args.no_memory,
-            seed=args.seed,
-            train_only=args.train_only,
-            deadline_seconds=args.deadline,
+            **{
+                **same_name,
+                "orig_size": tuple(args.orig_size),
+                "fast": args.fast or args.compile,
+                "channels_last": not args.no_channels_last,
+                "fold_bn": not args.no_fold_bn,
+                "compile_scopes": scopes,
+                "runtimes": tuple(dict.fromkeys(args.runtime)),
+                "stages": not args.no_stages,
+                "flops": not args.no_flops,
+                "memory": not args.no_memory,
+                "deadline_seconds": args.deadline,
+            }
         )
 
         def save(partial) -> None:  # after every phase: a run cut short keeps what it measured
             if args.json:
-                path = Path(args.json)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps({**partial.to_dict(), "partial": True}, indent=2, default=str) + "\n")
+                write_json(args.json, {**partial.to_dict(), "partial": True})
 
         bench = run_model_bench(cfg, on_progress=save)
         print(format_results(bench))
         results = bench.to_dict()
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-        print(f"\nresults: {path}")
+        write_json(args.json, results)
+        print(f"\nresults: {args.json}")
     return 0

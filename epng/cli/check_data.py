@@ -5,17 +5,13 @@ from __future__ import annotations
 import argparse
 import time
 
+from epng.cli.data_args import add_data_arguments
+
 HELP = "check the layout and files of a benchmark root (exit 0 when all is well, 1 otherwise)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-root", required=True, metavar="DIR", help="benchmark root (images/, annotations/)")
-    parser.add_argument(
-        "--split",
-        action="append",
-        metavar="S",
-        help="split to check, e.g. val2017 (repeatable; default: every split with a png_coco_<split>.json)",
-    )
+    add_data_arguments(parser, "check", repeatable=True)
     parser.add_argument(
         "--deep",
         action="store_true",

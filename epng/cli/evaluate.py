@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from epng.cli.data_args import add_data_arguments
 from epng.cli.inference_args import add_inference_arguments, load_predictor
 from epng.cli.limit_args import add_limit_arguments, apply_limits
 
@@ -12,8 +13,7 @@ HELP = "run a checkpoint over a benchmark split and score it (predictions, metri
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a saved model folder (e.g. a run's best/)")
-    parser.add_argument("--data-root", required=True, help="benchmark root (see `epng check-data`)")
-    parser.add_argument("--split", default="val2017")
+    add_data_arguments(parser, "evaluate")
     parser.add_argument("--output", required=True, help="folder for the results")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-workers", type=int, default=2)

@@ -12,17 +12,13 @@ from __future__ import annotations
 import argparse
 import time
 
+from epng.cli.data_args import add_data_arguments
+
 HELP = "build the memory-mapped cache of splits (narratives, word pieces, panoptic index) ahead of a job"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-root", required=True, metavar="DIR", help="benchmark root (images/, annotations/)")
-    parser.add_argument(
-        "--split",
-        action="append",
-        metavar="S",
-        help="split to prepare (repeatable; default: every split with a png_coco_<split>.json)",
-    )
+    add_data_arguments(parser, "prepare", repeatable=True)
     parser.add_argument("--cache-dir", default=None, metavar="DIR", help="where the cache goes (default: $EPNG_CACHE)")
     parser.add_argument(
         "--preset", default="epng_r101_bert", help="model preset whose tokenizer the job uses (default epng_r101_bert)"

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from epng.cli.data_args import add_data_arguments
 from epng.cli.limit_args import add_limit_arguments, apply_limits
 
 HELP = "score a predictions file (JSON Lines, one COCO RLE per grounded phrase) with the PNG metric"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-root", required=True, help="benchmark root (holds annotations/ and images/)")
-    parser.add_argument("--split", default="val2017", help="split to score against (default: %(default)s)")
+    add_data_arguments(parser, "score against")
     parser.add_argument(
         "--predictions",
         required=True,
@@ -25,7 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from epng.errors import ConfigError
@@ -40,12 +39,10 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluator.compute()
     print(format_metrics_table(metrics, title=f"PNG metrics: {args.predictions} on {args.split}"))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", encoding="utf-8") as f:
-            json.dump(metrics, f, indent=2)
-            f.write("\n")
-        print(f"metrics written to {out}")
+        from epng.io.json_file import write_json
+
+        write_json(args.out, metrics)
+        print(f"metrics written to {args.out}")
     if args.curve:
         from epng.metrics.plots import plot_recall_curves
 

@@ -46,23 +46,21 @@ import numpy as np
 import torch
 
 from epng.data.cache import cache_dir_from, cached_split_tables
+from epng.data.input_format import InputFormat
 from epng.data.inputs import batch_text_inputs
 from epng.data.items import load_item_arrays, validate_items
 from epng.data.layout import split_layout
 from epng.data.narrative_table import NarrativeView
-from epng.data.options import ERROR_MODES, VALIDATE_MODES, ErrorMode, ResizeMode, ValidateMode, check_option
+from epng.data.options import ERROR_MODES, VALIDATE_MODES, ErrorMode, ValidateMode, check_option
 from epng.data.panoptic import phrase_masks
 from epng.data.png_format import Narrative
 from epng.data.skips import BAD_ITEM, NO_GROUNDED_PHRASE, SkipReport
 from epng.data.split_tables import build_split_tables
 from epng.data.tokenization import (
-    DEFAULT_MAX_LENGTH,
     PHRASE_EMPTY,
     PHRASE_PARTIAL,
     PHRASE_TRUNCATED,
-    require_fast_tokenizer,
 )
-from epng.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeNormalize
 from epng.errors import BadItemError, DataError
 
 # --------------------------------------------------------------------------- records
@@ -139,9 +137,9 @@ class DataReport(SkipReport):
 class PNGDataset(torch.utils.data.Dataset):
     """Panoptic Narrative Grounding narratives of one split under a benchmark root.
 
-    ``image_size``: ``S`` or ``(H, W)`` of the model input; ``resize``: ``"square"`` (the
-    paper's stretch) or ``"letterbox"``; ``mean``/``std``: the backbone's normalisation
-    statistics (ImageNet by default). ``tokenizer``: a fast Hugging Face tokenizer.
+    ``input_format``: the model's transform (input size, ``"square"`` (the paper's
+    stretch) or ``"letterbox"`` resize, normalisation) and fast tokenizer with its
+    ``max_length`` (``EPNG.input_format``).
     ``mode``: ``"strict"`` | ``"skip"`` and ``validate``: ``"files"`` | ``"deep"``, see the
     module docstring. ``max_narratives``: keep only the first N usable narratives.
     ``cache_dir``: where the parsed split is cached (default ``$EPNG_CACHE``; neither:
@@ -156,12 +154,7 @@ class PNGDataset(torch.utils.data.Dataset):
         self,
         root: str | Path,
         split: str,
-        tokenizer,
-        image_size: int | Sequence[int] = 640,
-        resize: ResizeMode = "square",
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        max_length: int = DEFAULT_MAX_LENGTH,
+        input_format: InputFormat,
         mode: ErrorMode = "strict",
         validate: ValidateMode = "files",
         max_narratives: int | None = None,
@@ -169,12 +162,12 @@ class PNGDataset(torch.utils.data.Dataset):
     ):
         check_option("mode", mode, ERROR_MODES)
         check_option("validate", validate, VALIDATE_MODES)
-        require_fast_tokenizer(tokenizer)
         self.layout = split_layout(root, split)
         self.mode = mode
-        self.transform = ResizeNormalize(image_size, resize, mean, std)
-        self.max_length = max_length
-        self.pad_token_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+        self.transform = input_format.transform
+        self.max_length = max_length = input_format.max_length
+        self.pad_token_id = input_format.pad_token_id
+        tokenizer = input_format.tokenizer
 
         for path in (self.layout.image_dir, self.layout.panoptic_dir):
             if not path.is_dir():

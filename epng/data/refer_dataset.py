@@ -18,18 +18,17 @@ image, a size that disagrees with ``instances.json``, an empty mask) into
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from epng.data.dataset import PNGSample, SkippedSample, collate_png
-from epng.data.options import ERROR_MODES, ErrorMode, ResizeMode, check_option
+from epng.data.input_format import InputFormat
+from epng.data.options import ERROR_MODES, ErrorMode, check_option
 from epng.data.refer import Expression, ReferData, ReferReport
 from epng.data.skips import BAD_SEGMENTATION, CORRUPT_IMAGE, EMPTY_EXPRESSION, EMPTY_MASK, SIZE_MISMATCH
-from epng.data.tokenization import DEFAULT_MAX_LENGTH, align_phrases, require_fast_tokenizer
-from epng.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeNormalize
+from epng.data.tokenization import align_phrases
 from epng.errors import BadItemError, DataError
 from epng.io.images import decode_image_file
 
@@ -42,31 +41,24 @@ OBJECT_ID = 1  # the referred object's id in a sample's id map
 class ReferDataset(torch.utils.data.Dataset):
     """The expressions of one split of a refer dataset, as single-phrase PNG samples.
 
-    ``refer``: a loaded :class:`ReferData` (see :meth:`from_root` to load one); the other
-    arguments as :class:`epng.data.dataset.PNGDataset` (``image_size`` ``S`` or ``(H, W)``,
-    ``resize`` ``"square"`` | ``"letterbox"``, the backbone's ``mean``/``std``, a fast
-    tokenizer, ``max_length`` word pieces with the special tokens).
+    ``refer``: a loaded :class:`ReferData` (see :meth:`from_root` to load one);
+    ``input_format``: the model's transform and tokenizer (``EPNG.input_format``).
     """
 
     def __init__(
         self,
         refer: ReferData,
         split: str,
-        tokenizer,
-        image_size: int | Sequence[int] = 640,
-        resize: ResizeMode = "square",
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        max_length: int = DEFAULT_MAX_LENGTH,
+        input_format: InputFormat,
         mode: ErrorMode = "strict",
     ):
         check_option("mode", mode, ERROR_MODES)
-        require_fast_tokenizer(tokenizer)
+        tokenizer, max_length = input_format.tokenizer, input_format.max_length
         self.refer = refer
         self.split = split
         self.mode = mode
-        self.transform = ResizeNormalize(image_size, resize, mean, std)
-        self.pad_token_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+        self.transform = input_format.transform
+        self.pad_token_id = input_format.pad_token_id
         expressions, self._report = refer.expressions(split, mode)
         self.n_partial = 0  # expressions cut by max_length (they keep their first word pieces)
         kept: list[Expression] = []
@@ -99,13 +91,13 @@ class ReferDataset(torch.utils.data.Dataset):
         root: str | Path,
         dataset: str,
         split: str,
-        tokenizer,
+        input_format: InputFormat,
         split_by: str | None = None,
         image_dir: str | Path | None = None,
         **kwargs,
     ) -> ReferDataset:
         """Load ``<root>/<dataset>`` (:meth:`ReferData.load`) and build the dataset of ``split``."""
-        return cls(ReferData.load(root, dataset, split_by, image_dir), split, tokenizer, **kwargs)
+        return cls(ReferData.load(root, dataset, split_by, image_dir), split, input_format, **kwargs)
 
     def __len__(self) -> int:
         return len(self.expressions)

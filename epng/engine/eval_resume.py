@@ -27,6 +27,7 @@ import torch
 from epng.engine.distributed import DistContext
 from epng.engine.sampler import ShardSampler
 from epng.errors import PredictionError
+from epng.io.json_file import write_json
 from epng.metrics.scorer import PNGEvaluator
 
 PROGRESS_FILE = "eval_progress.json"
@@ -151,9 +152,7 @@ class EvalProgress:
             "predictions_bytes": self.predictions_bytes,
             "overlays": self.overlays,
         }
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_json(self.path, record, indent=1)
 
     def score_kept(self, evaluator: PNGEvaluator) -> None:
         """Score the predictions kept from the previous run (the first ``kept_bytes`` of the file)."""

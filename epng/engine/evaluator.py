@@ -19,6 +19,7 @@ from epng.data.panoptic import phrase_masks
 from epng.engine.distributed import DistContext, gather_objects
 from epng.inference import Predictor
 from epng.io.images import decode_image_file
+from epng.io.json_file import write_json
 from epng.io.panoptic_png import read_id_png
 from epng.io.rle import encode_mask
 from epng.metrics.plots import plot_recall_curves
@@ -33,21 +34,9 @@ PredictionHook = Callable[[dict, np.ndarray, list[float]], None]
 def dataset_for(
     model: torch.nn.Module, root: str | Path, split: str, max_length: int | None = None, **kwargs
 ) -> PNGDataset:
-    """The split as ``model`` expects its input: its tokenizer, input size, resize and normalisation
-    (``max_length`` is capped by the text encoder's). ``kwargs`` go to `PNGDataset`."""
-    cfg = model.config
-    limit = cfg.max_text_length if max_length is None else min(max_length, cfg.max_text_length)
-    return PNGDataset(
-        root,
-        split,
-        model.tokenizer,
-        image_size=cfg.image_size,
-        resize=cfg.resize,
-        mean=model.image_mean,
-        std=model.image_std,
-        max_length=limit,
-        **kwargs,
-    )
+    """The split as ``model`` expects its input (`EPNG.input_format`; ``max_length`` is capped by
+    the text encoder's). ``kwargs`` go to `PNGDataset`."""
+    return PNGDataset(root, split, model.input_format(max_length=max_length), **kwargs)
 
 
 def evaluate_loader(
@@ -172,7 +161,7 @@ def evaluate_checkpoint(
     progress.score_kept(evaluator)
     metrics = evaluator.compute()
     arrays = evaluator.phrase_arrays()
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(out_dir / "metrics.json", metrics)
     plot_recall_curves(
         arrays["iou"], arrays["is_thing"], arrays["is_plural"], out_dir / "recall_curve.png", title=f"EPNG on {split}"
     )

@@ -30,6 +30,7 @@ from epng.data.transforms import as_hw
 from epng.errors import ConfigError
 from epng.inference import Predictor
 from epng.io.images import decode_image_file
+from epng.io.json_file import write_json
 from epng.io.rle import encode_mask
 from epng.metrics.res_metric import RES_THRESHOLDS, RESMetric, threshold_key
 from epng.viz import save_phrase_panels
@@ -231,17 +232,8 @@ def evaluate_pairs(
             log(f"{dataset_name} {split}: not evaluated ({reason})")
             continue
         start = time.perf_counter()
-        ds = ReferDataset(
-            loaded[dataset_name],
-            split,
-            model.tokenizer,
-            image_size=settings.image_size,
-            resize=settings.resize,
-            mean=model.image_mean,
-            std=model.image_std,
-            max_length=int(model.config.max_text_length),
-            mode=options.mode,
-        )
+        input_format = model.input_format(settings.image_size, settings.resize)
+        ds = ReferDataset(loaded[dataset_name], split, input_format, mode=options.mode)
         pair_dir = out_root / pair_name(dataset_name, split) if out_root is not None else None
         metrics = evaluate_res(predictor, ds, options, pair_dir)
         report = ds.report()
@@ -264,7 +256,7 @@ def evaluate_pairs(
         }
         result = RESResult(dataset_name, sb, split, metrics, report, time.perf_counter() - start)
         if pair_dir is not None:
-            _write_json(pair_dir / "metrics.json", metrics)
+            write_json(pair_dir / "metrics.json", metrics)
             result.files = {
                 "metrics": str(pair_dir / "metrics.json"),
                 "predictions": str(pair_dir / "predictions.jsonl"),
@@ -273,15 +265,8 @@ def evaluate_pairs(
             log(report.summary())
         results.append(result)
     if out_root is not None:
-        _write_json(out_root / "res_summary.json", {"results": [r.metrics for r in results], "missing": missing})
+        write_json(out_root / "res_summary.json", {"results": [r.metrics for r in results], "missing": missing})
     return results, missing
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 def format_res_table(results: Sequence[RESResult], missing: Sequence[dict] = ()) -> str:

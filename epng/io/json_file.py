@@ -1,8 +1,9 @@
-"""Reading a JSON file, and the integer check that values decoded from JSON (or a pickle) need."""
+"""Reading and writing a JSON file, and the integer check that values decoded from JSON (or a pickle) need."""
 
 from __future__ import annotations
 
 import json
+import os
 from numbers import Integral
 from pathlib import Path
 from typing import Any
@@ -36,3 +37,18 @@ def load_json(path: str | Path, limits: InputLimits | None = None) -> Any:
 def is_int(value: Any) -> bool:
     """True for an integer (Python or numpy), false for a bool (which Python counts as an int)."""
     return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+    """``obj`` as UTF-8 JSON with a final newline (``indent=None``: compact, ASCII only), its
+    folder created; written through a temporary name and renamed, so a reader (or a run
+    killed mid-write) sees the old file or the whole new one, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if indent is None:
+        text = json.dumps(obj, ensure_ascii=True, separators=(",", ":"), default=str)
+    else:
+        text = json.dumps(obj, indent=indent, default=str)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    os.replace(tmp, path)

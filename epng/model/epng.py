@@ -19,6 +19,8 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from epng.data import transforms
+from epng.data.input_format import InputFormat
+from epng.data.options import ResizeMode
 from epng.errors import CheckpointError, ConfigError
 from epng.model.communicator import Communicator
 from epng.model.config import EPNGConfig
@@ -94,6 +96,25 @@ class EPNG(
         return self.text_encoder(input_ids, attention_mask, phrase_token_mask.bool(), phrase_mask.bool())
 
     # ------------------------------------------------------------------ pre- and post-processing
+
+    def input_format(
+        self,
+        image_size: int | tuple[int, int] | None = None,
+        resize: ResizeMode | None = None,
+        max_length: int | None = None,
+    ) -> InputFormat:
+        """How datasets must shape samples for this model: its tokenizer, normalisation and the
+        config's input size and resize mode (unless given); ``max_length`` is capped by the text
+        encoder's limit."""
+        limit = self.config.max_text_length
+        return InputFormat(
+            self.tokenizer,
+            image_size=self.config.image_size if image_size is None else image_size,
+            resize=self.config.resize if resize is None else resize,
+            mean=self.image_mean,
+            std=self.image_std,
+            max_length=limit if max_length is None else min(max_length, limit),
+        )
 
     def preprocess(self, image: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """(3, h, w) uint8 image -> (3, H, W) normalised network input and the (h', w') part of it

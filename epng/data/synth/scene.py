@@ -109,9 +109,20 @@ def _thing_cat_color(cid: int) -> tuple[int, int, int]:
 # ---------------------------------------------------------------- scene objects
 
 
+@dataclass(kw_only=True)
+class Segment:
+    """What painting a scene object gives it: its segment id and its *visible* pixels' area,
+    ``bbox`` (x, y, w, h) and ``centroid`` (x, y)."""
+
+    segment_id: int = 0
+    area: int = 0
+    bbox: tuple[int, int, int, int] = (0, 0, 0, 0)
+    centroid: tuple[float, float] = (0.0, 0.0)
+
+
 @dataclass
-class Thing:
-    """One shape instance. Geometry in pixels; ``area``/``bbox``/``centroid`` are of its *visible* pixels."""
+class Thing(Segment):
+    """One shape instance, geometry in pixels."""
 
     index: int
     shape: str
@@ -119,10 +130,6 @@ class Thing:
     size: str  # "small" | "medium" | "large"
     center: tuple[float, float]  # (x, y) as drawn
     radius: float
-    segment_id: int = 0
-    area: int = 0
-    bbox: tuple[int, int, int, int] = (0, 0, 0, 0)  # x, y, w, h
-    centroid: tuple[float, float] = (0.0, 0.0)  # x, y
     covers: list[int] = field(default_factory=list)  # indices of things this one partly hides
     on_stuff: int = -1  # index into Scene.stuff of the region under its centre
     above: int = -1  # index into Scene.stuff of the band just below, when the thing lies wholly above it
@@ -133,16 +140,12 @@ class Thing:
 
 
 @dataclass
-class Stuff:
+class Stuff(Segment):
     """One stuff region; ``role`` says where it lies: "top", "middle", "bottom" or "full"."""
 
     index: int
     name: str
     role: str
-    segment_id: int = 0
-    area: int = 0
-    bbox: tuple[int, int, int, int] = (0, 0, 0, 0)
-    centroid: tuple[float, float] = (0.0, 0.0)
     cloudy: bool = False
 
     @property

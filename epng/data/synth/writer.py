@@ -18,6 +18,7 @@ from epng.data.synth.narrative import make_narratives
 from epng.data.synth.scene import Scene, categories, make_scene
 from epng.errors import ConfigError
 from epng.io.panoptic_png import id_to_rgb
+from epng.io.json_file import write_json
 
 SPLITS = ("train2017", "val2017")
 #: first image id of each split; image ids are ``base + index`` (so independent of the split sizes)
@@ -116,14 +117,6 @@ def _prepare(out_dir: Path, overwrite: bool) -> None:
             p.unlink()
 
 
-def _dump(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=True, separators=(",", ":"))
-    tmp.replace(path)
-
-
 def write_split(
     out_dir: Path,
     split: str,
@@ -170,7 +163,8 @@ def write_split(
         summary.grounded_phrases += sum(1 for r in records for c in r["segments"] if c["noun"] and c["segment_ids"])
         if progress is not None:
             progress(split, index + 1, n_images)
-    _dump(
+    write_json(
+        layout.panoptic_json,
         {
             "info": {
                 "description": "EPNG synthetic shapes benchmark (epng synth)",
@@ -183,9 +177,9 @@ def write_split(
             "annotations": annotations,
             "categories": categories(),
         },
-        layout.panoptic_json,
+        indent=None,
     )
-    _dump(narratives, layout.narratives_json)
+    write_json(layout.narratives_json, narratives, indent=None)
     return summary
 
 
