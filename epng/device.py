@@ -9,7 +9,7 @@ oneDNN emulates bf16, which is slower than fp32) -- and fp32 otherwise.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, get_args
@@ -68,7 +68,7 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def autocast(precision: str, device: torch.device | str):
+def autocast(precision: str, device: torch.device | str) -> AbstractContextManager[None]:
     """bf16 autocast where ``precision`` resolves to bf16 on ``device``, else a no-op context."""
     device = torch.device(device)
     if resolve_precision(precision, device) == torch.bfloat16:

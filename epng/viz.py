@@ -13,8 +13,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
+    from matplotlib.backend_bases import RendererBase
+    from matplotlib.figure import Figure
+    from matplotlib.font_manager import FontProperties
+
+_Lines = list[list[tuple[str, int | None, float]]]  # per line: (text, phrase or None, x in pixels) per unit
 
 # distinct, colour-blind-friendly-ish colours (RGB 0..1), cycled
 PALETTE = np.array(
@@ -91,7 +99,9 @@ def caption_pieces(caption: str, spans: Sequence[tuple[int, int]]) -> list[tuple
     return pieces
 
 
-def _layout_words(pieces, width_px: float, renderer, prop) -> list[list[tuple[str, int | None, float]]]:
+def _layout_words(
+    pieces: Sequence[tuple[str, int | None]], width_px: float, renderer: RendererBase, prop: FontProperties
+) -> _Lines:
     """Greedy word wrap of the pieces into lines of at most ``width_px``: (text, phrase, x) per
     unit. A phrase (drawn bold) stays one unit (one highlight box) unless it is wider than a line."""
     bold = prop.copy()
@@ -101,7 +111,7 @@ def _layout_words(pieces, width_px: float, renderer, prop) -> list[list[tuple[st
         return renderer.get_text_width_height_descent(text, bold if phrase else prop, ismath=False)[0] + 2 * phrase
 
     space = width("a a") - width("aa")
-    lines: list[list[tuple[str, int | None, float]]] = [[]]
+    lines: _Lines = [[]]
     x = 0.0
     for text, k in pieces:
         whole = k is not None and width(text.strip(), True) <= width_px
@@ -125,7 +135,7 @@ def _layout_words(pieces, width_px: float, renderer, prop) -> list[list[tuple[st
     return [line for line in lines if line] or [[]]
 
 
-def _figure(width_px: int, height_px: int):
+def _figure(width_px: int, height_px: int) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -134,7 +144,9 @@ def _figure(width_px: int, height_px: int):
     return fig
 
 
-def _draw_caption(fig, lines, top_px: float, margin_px: float, line_px: float, prop) -> None:
+def _draw_caption(
+    fig: Figure, lines: _Lines, top_px: float, margin_px: float, line_px: float, prop: FontProperties
+) -> None:
     height = fig.get_figheight() * DPI
     width = fig.get_figwidth() * DPI
     for row, line in enumerate(lines):
@@ -173,7 +185,7 @@ def render_phrase_overlay(
     caption: str | None = None,
     spans: Sequence[tuple[int, int]] | None = None,
     width_px: int = 720,
-):
+) -> Figure:
     """A matplotlib figure: the narrative (``caption``, phrases at ``spans``) above the image,
     wrapped to its width, each phrase highlighted in its mask's colour (without a caption the
     phrases are listed); below it the `composite` of the masks."""

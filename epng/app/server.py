@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -36,7 +37,7 @@ INTRO = (
 )
 
 
-def upload_path(payload) -> str | None:
+def upload_path(payload: dict[str, Any] | str | None) -> str | None:
     """The server-side path of an uploaded file as the page sends it (a FileData dict, or a path)."""
     if isinstance(payload, dict):
         return payload.get("path")
@@ -63,7 +64,12 @@ def build_app(predictor: Predictor, examples: Sequence[Example] | None = None) -
     grounder = Grounder(predictor)
     examples = load_examples() if examples is None else list(examples)
 
-    def ground(image, caption, threshold):  # raw inputs: the app opens the upload itself
+    # raw inputs (``preprocess=False``): the app opens the upload itself
+    def ground(
+        image: dict[str, Any] | str | None, caption: str | None, threshold: float
+    ) -> tuple[
+        np.ndarray | None, gr.HighlightedText | list[tuple[str, str | None]], gr.Radio, str, str, Prediction | None
+    ]:
         try:
             prediction = grounder.ground(upload_path(image), caption, threshold)
         except Exception as err:  # the page shows one line; the server log keeps the traceback
@@ -86,10 +92,10 @@ def build_app(predictor: Predictor, examples: Sequence[Example] | None = None) -
             prediction,
         )
 
-    def redraw(prediction, threshold, show):
+    def redraw(prediction: Prediction | None, threshold: float, show: int | str | None) -> np.ndarray | None:
         return overlay(prediction, threshold, SHOW_ALL if show is None else int(show))
 
-    def pick_phrase(evt: gr.SelectData):
+    def pick_phrase(evt: gr.SelectData) -> int | dict:  # a phrase number, or `gr.skip()`
         label = evt.value[1] if isinstance(evt.value, (list, tuple)) and len(evt.value) > 1 else None
         return int(label) - 1 if label else gr.skip()
 

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -90,7 +91,7 @@ class Timed:
         return out
 
 
-def _call(fn: Callable[[], object], device, cpu_times: list[float] | None = None) -> float:
+def _call(fn: Callable[[], object], device: torch.device | str | None, cpu_times: list[float] | None = None) -> float:
     sync(device)
     cpu0 = time.process_time()
     start = time.perf_counter()
@@ -160,8 +161,8 @@ class ModuleTimer:
         self._open: dict[int, object] = {}
         self._records: dict[str, list] = {k: [] for k in self.groups}
 
-    def _pre(self, group: str):
-        def hook(module, args):
+    def _pre(self, group: str) -> Callable[[torch.nn.Module, tuple[Any, ...]], None]:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
             if self.cuda:
                 ev = torch.cuda.Event(enable_timing=True)
                 ev.record()
@@ -171,8 +172,8 @@ class ModuleTimer:
 
         return hook
 
-    def _post(self, group: str):
-        def hook(module, args, output):
+    def _post(self, group: str) -> Callable[[torch.nn.Module, tuple[Any, ...], object], None]:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], output: object) -> None:
             start = self._open.pop(id(module), None)
             if start is None:
                 return

@@ -20,11 +20,15 @@ from __future__ import annotations
 import os
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from epng.bench.harness import markdown_table
 from epng.bench.machine import isa_line, machine_info
+
+if TYPE_CHECKING:
+    from epng.data.dataset import PNGDataset
 
 
 def pick_split(root: str | Path, split: str | None) -> str:
@@ -79,7 +83,7 @@ def process_tree_pss() -> dict | None:
     return {"main": main, "workers": children, "total": round(main + sum(children), 1)}
 
 
-def _startup(make) -> tuple[object, dict]:
+def _startup(make: Callable[[], PNGDataset]) -> tuple[PNGDataset, dict]:
     start = time.perf_counter()
     dataset = make()
     seconds = time.perf_counter() - start

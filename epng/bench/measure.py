@@ -15,12 +15,13 @@ from functools import partial
 import torch
 
 from epng.bench.config import TEXT_MODES, ModelBenchConfig
-from epng.bench.harness import ModuleTimer, Stats, count_flops, sync, time_interleaved
+from epng.bench.harness import ModuleTimer, Stats, Timed, count_flops, sync, time_interleaved
 from epng.bench.results import SUBLAYERS, AgreementResult, CaseResult, FlopsResult, LatencyResult, SpeedUp, StageResult
 from epng.data.inputs import model_inputs
 from epng.inference import Predictor
 from epng.inference.fold_cross import fold_cross_attention
 from epng.model.lpa import lpa_route
+from epng.model.visual_encoder import VisualFeatures
 
 Predictors = dict[str, Predictor]  # path name -> predictor, "plain" first
 
@@ -36,7 +37,12 @@ def cuda_peak_mib(fn: Callable[[], object], device: torch.device) -> float | Non
     return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
 
 
-def _timed(fns: dict[str, Callable], setup: dict[str, Callable], cfg: ModelBenchConfig, device: torch.device):
+def _timed(
+    fns: dict[str, Callable[[], object]],
+    setup: dict[str, Callable[[], object]],
+    cfg: ModelBenchConfig,
+    device: torch.device,
+) -> dict[str, Timed]:
     return time_interleaved(
         fns, repeats=cfg.repeats, warmup=cfg.warmup, device=device, max_seconds=cfg.max_case_seconds, setup=setup
     )
@@ -121,7 +127,13 @@ def measure_stages(predictors: Predictors, b: dict, cfg: ModelBenchConfig, devic
             timer, per_call = _sublayer_timer(pred, device), []
             rounds[name] = per_call
 
-            def comm(pred=pred, v=v, ph=ph, timer=timer, per_call=per_call) -> None:
+            def comm(
+                pred: Predictor = pred,
+                v: VisualFeatures = v,
+                ph: torch.Tensor = ph,
+                timer: ModuleTimer = timer,
+                per_call: list[dict[str, float]] = per_call,
+            ) -> None:
                 timer.reset()
                 with timer:
                     pred.communicate(v.fused, ph, b["phrase_mask"])

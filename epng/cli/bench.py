@@ -11,8 +11,12 @@ path side by side; ``--loader DATA_ROOT`` measures the data pipeline instead.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from epng.device import PRECISIONS
+
+if TYPE_CHECKING:
+    from epng.bench.results import BenchResults
 
 HELP = "measure speed and memory of a preset (random weights); --fast puts the fast path side by side"
 
@@ -184,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
             }
         )
 
-        def save(partial) -> None:  # after every phase: a run cut short keeps what it measured
+        def save(partial: BenchResults) -> None:  # after every phase: a run cut short keeps what it measured
             if args.json:
                 write_json(args.json, {**partial.to_dict(), "partial": True})
 

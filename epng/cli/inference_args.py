@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
 from epng.device import PRECISIONS
+
+if TYPE_CHECKING:
+    from epng.inference import InferenceOptions, Predictor
 
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +52,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def inference_options(args: argparse.Namespace):
+def inference_options(args: argparse.Namespace) -> InferenceOptions:
     """The `InferenceOptions` of the shared flags."""
     from epng.inference import InferenceOptions
 
@@ -62,7 +66,7 @@ def inference_options(args: argparse.Namespace):
     )
 
 
-def load_predictor(args: argparse.Namespace, **kwargs):
+def load_predictor(args: argparse.Namespace, **kwargs: Any) -> Predictor:
     """A `Predictor` on ``args.checkpoint`` with the shared inference flags."""
     import torch
 

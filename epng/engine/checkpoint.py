@@ -26,6 +26,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,7 +74,7 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _to_tuple(value):
+def _to_tuple(value: Any) -> Any:  # nested lists -> nested tuples, anything else as it is
     return tuple(_to_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 

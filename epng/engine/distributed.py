@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ def all_reduce_sum(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return value
 
 
-def gather_objects(obj, ctx: DistContext) -> list:
+def gather_objects(obj: _T, ctx: DistContext) -> list[_T]:
     """Every process's ``obj`` (any picklable, any length), in rank order, on every process."""
     if not ctx.enabled:
         return [obj]

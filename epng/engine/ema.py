@@ -6,6 +6,7 @@ back out afterwards, never written over the training weights.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -36,7 +37,7 @@ class ModelEMA:
             self.shadow[k].copy_(v)
 
     @contextmanager
-    def swapped_in(self, model: nn.Module):
+    def swapped_in(self, model: nn.Module) -> Iterator[nn.Module]:
         """Temporarily load the EMA weights into ``model``."""
         backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(self.shadow)

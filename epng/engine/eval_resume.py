@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import torch
 
@@ -29,6 +29,10 @@ from epng.engine.sampler import ShardSampler
 from epng.errors import PredictionError
 from epng.io.json_file import write_json
 from epng.metrics.scorer import PNGEvaluator
+
+if TYPE_CHECKING:
+    from epng.data.dataset import PNGDataset
+    from epng.inference import Predictor
 
 PROGRESS_FILE = "eval_progress.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -54,7 +58,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def evaluation_identity(predictor, dataset, split: str, batch_size: int) -> dict[str, Any]:
+def evaluation_identity(predictor: Predictor, dataset: PNGDataset, split: str, batch_size: int) -> dict[str, Any]:
     """What must be the same for a re-run to continue an evaluation: the model and its
     inference options, the split and its narratives (record indices), and the batch size."""
     indices = hashlib.blake2b(json.dumps([n.index for n in dataset.narratives]).encode(), digest_size=16)
@@ -172,7 +176,7 @@ class EvalProgress:
                     ) from None
 
 
-def _lines(f, n_bytes: int) -> Iterator[bytes]:
+def _lines(f: BinaryIO, n_bytes: int) -> Iterator[bytes]:
     """The non-blank lines among the first ``n_bytes`` of binary file ``f``."""
     left = n_bytes
     while left > 0:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -38,6 +39,8 @@ from epng.viz import save_phrase_panels
 DEFAULT_IMAGE_SIZE = 640
 DEFAULT_RESIZE = "square"
 
+_T = TypeVar("_T")
+
 
 # --------------------------------------------------------------------------- model and input settings
 
@@ -50,11 +53,13 @@ class InputSettings:
     resize_from: str
 
 
-def input_settings(config, image_size: int | Sequence[int] | None = None, resize: str | None = None) -> InputSettings:
+def input_settings(
+    config: object, image_size: int | Sequence[int] | None = None, resize: str | None = None
+) -> InputSettings:
     """The input size and resize mode: the command line's if given, else the checkpoint config's
     (its ``image_size`` and ``resize`` fields, when it has them), else 640 square."""
 
-    def pick(given, name: str, default):
+    def pick(given: _T | None, name: str, default: _T) -> tuple[_T, str]:
         if given is not None:
             return given, "command line"
         value = getattr(config, name, None)
@@ -189,7 +194,9 @@ def pair_name(dataset: str, split: str) -> str:
     return f"{dataset}_{split}"
 
 
-def _missing_pair(refer_root: str | Path, dataset_name: str, split: str, options: RESOptions, loaded: dict):
+def _missing_pair(
+    refer_root: str | Path, dataset_name: str, split: str, options: RESOptions, loaded: dict
+) -> str | None:
     """Why the pair cannot be evaluated (``None`` when it can); loads its refs once into ``loaded``."""
     sb = resolve_names(dataset_name, options.split_by or None, split)
     layout = refer_layout(refer_root, dataset_name, sb, options.image_dir)
@@ -210,7 +217,7 @@ def evaluate_pairs(
     options: RESOptions,
     output: str | Path | None = None,
     checkpoint: str | None = None,
-    log=print,
+    log: Callable[[str], None] = print,
 ) -> tuple[list[RESResult], list[dict]]:
     """Evaluate ``predictor`` on each (dataset, split) under ``refer_root``.
 

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import Tensor, nn
@@ -29,6 +30,9 @@ from epng.inference.quantize import DYNAMIC_GRAPHS, calibration_images, quantize
 from epng.inference.runtimes import GraphSession, Runtime, check_runtime
 from epng.model import EPNG
 from epng.model.visual_encoder import VisualFeatures
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 def _array(t: Tensor) -> np.ndarray:
@@ -53,7 +57,7 @@ class ExportedTransformer(nn.Module):
     """The text graph in place of a transformers model: ``(input_ids, attention_mask)`` -> an
     object with ``last_hidden_state`` and ``hidden_states`` (the ones the graph gives)."""
 
-    def __init__(self, session: GraphSession, config) -> None:
+    def __init__(self, session: GraphSession, config: PretrainedConfig) -> None:
         super().__init__()
         self.session = session
         self.config = config  # the transformer's config (hidden size, positions)

@@ -29,6 +29,7 @@ import io
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +39,9 @@ from epng.inference.fold_bn import fold_conv_bn
 from epng.inference.fold_cross import fold_cross_attention
 from epng.model import EPNG
 from epng.model.lpa.banded import banded_lpa
+
+if TYPE_CHECKING:
+    import onnx
 
 OPSET = 18
 GRAPH_VERSION = 4  # bumped when the exported formulation or the int8 recipe changes (cached graphs are keyed by it)
@@ -207,7 +211,7 @@ def export_graphs(model: EPNG, folder: str | Path, *, text: bool = True) -> Expo
     )
 
 
-def _rename_input(model, old: str, new: str) -> None:
+def _rename_input(model: onnx.ModelProto, old: str, new: str) -> None:
     """Rename graph input ``old`` of ``model`` (in place), with every use of it."""
     for value in model.graph.input:
         if value.name == old:
@@ -222,7 +226,7 @@ def merge_image_graph(graphs: ExportedGraphs, output: str | Path) -> Path:
     import onnx
     from onnx import compose, helper
 
-    def load(path: Path, prefix: str):
+    def load(path: Path, prefix: str) -> onnx.ModelProto:
         model = onnx.load(str(path))
         return compose.add_prefix(model, prefix, rename_inputs=False, rename_outputs=False)
 

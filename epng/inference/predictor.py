@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import copy as copy_module
 import time
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -43,6 +44,9 @@ from epng.io.images import decode_image_file
 from epng.io.limits import check_caption_chars, check_image_pixels, check_size
 from epng.model import EPNG, load_model
 from epng.model.visual_encoder import VisualFeatures
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 ImageInput = str | Path | np.ndarray | Tensor
 
@@ -168,7 +172,9 @@ class Predictor:
         self._image = None
 
     @staticmethod
-    def _stage(name: str, module: torch.nn.Module, compile_fn, wanted: bool) -> CompiledStage:
+    def _stage(
+        name: str, module: torch.nn.Module, compile_fn: Callable[[torch.nn.Module], Callable] | None, wanted: bool
+    ) -> CompiledStage:
         return CompiledStage(name, module, compile_fn(module) if compile_fn is not None and wanted else None)
 
     @classmethod
@@ -177,7 +183,7 @@ class Predictor:
         return cls(load_model(path, device or default_device()), copy=False, **kwargs)
 
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> PreTrainedTokenizerBase:
         return self.model.tokenizer
 
     @property
@@ -195,7 +201,7 @@ class Predictor:
         rep.lpa_routes = sorted(routes)
         return rep
 
-    def _autocast(self, enabled: bool = True):
+    def _autocast(self, enabled: bool = True) -> AbstractContextManager[None]:
         if not enabled or self.dtype != torch.bfloat16:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)

@@ -12,6 +12,7 @@ runs. OpenVINO computes in bf16 where
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -56,7 +57,7 @@ class GraphSession:
         else:
             self._run = self._openvino()
 
-    def _onnxruntime(self):
+    def _onnxruntime(self) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -72,7 +73,7 @@ class GraphSession:
         self.output_names = [o.name for o in session.get_outputs()]
         return lambda feeds: session.run(None, feeds)
 
-    def _openvino(self):
+    def _openvino(self) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
         import openvino as ov
 
         config = {

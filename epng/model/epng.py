@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,9 @@ from epng.model.config import EPNGConfig
 from epng.model.head import DenseHead, EPNGOutput
 from epng.model.text_encoder import TextEncoder
 from epng.model.visual_encoder import VisualEncoder, VisualFeatures, image_stats
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 TEXT_FILES_DIR = "text_encoder"
 WEIGHTS_NAME = "model.safetensors"
@@ -65,7 +69,7 @@ class EPNG(
         return self.config.image_std
 
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> PreTrainedTokenizerBase:
         """The fast tokenizer matching the text encoder (the dataset needs its offsets)."""
         return self.text_encoder.tokenizer
 

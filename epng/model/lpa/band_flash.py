@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
+from torch.autograd.function import FunctionCtx
 
 from epng.model.lpa.geometry import GridGeometry, rescale_neighbours
 
@@ -51,13 +52,13 @@ class _FarBandAttention(torch.autograd.Function):
     """Exact LPA attention on pre-scaled queries (see the module docstring)."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, geom: GridGeometry, rows: int) -> Tensor:
+    def forward(ctx: FunctionCtx, q: Tensor, k: Tensor, v: Tensor, geom: GridGeometry, rows: int) -> Tensor:
         # q (B, H, N, d) pre-scaled by clip * head_scale / sqrt(d); k, v (B, H, N, d); same dtype.
         with torch.autocast("cpu", enabled=False):
             return _FarBandAttention._forward(ctx, q, k, v, geom, rows)
 
     @staticmethod
-    def _forward(ctx, q: Tensor, k: Tensor, v: Tensor, geom: GridGeometry, rows: int) -> Tensor:
+    def _forward(ctx: FunctionCtx, q: Tensor, k: Tensor, v: Tensor, geom: GridGeometry, rows: int) -> Tensor:
         flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
         n = q.shape[2]
         acc = torch.promote_types(q.dtype, torch.float32)
@@ -86,12 +87,12 @@ class _FarBandAttention(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:
         with torch.autocast("cpu", enabled=False):
             return _FarBandAttention._backward(ctx, grad)
 
     @staticmethod
-    def _backward(ctx, grad: Tensor):
+    def _backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:
         flash_bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
         q, k, v, out, lse = ctx.saved_tensors
         geom = ctx.geom
