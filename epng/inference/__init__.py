@@ -2,9 +2,10 @@
 the exported-graph runtimes (ONNX export, ONNX Runtime / OpenVINO sessions, int8)."""
 
 from epng.inference.options import COMPILE_SCOPES, InferenceOptions
-from epng.inference.predictor import ImageInput, Prediction, Predictor, load_image
+from epng.inference.predictor import Prediction, Predictor
 from epng.inference.prepare import PreparationReport
 from epng.inference.runtimes import RUNTIMES
+from epng.io.images import ImageInput, load_image
 
 __all__ = [
     "COMPILE_SCOPES",

@@ -35,20 +35,18 @@ from epng.data.captions import locate_phrases, parse_bracketed
 from epng.data.inputs import batch_text_inputs, model_inputs
 from epng.data.tokenization import align_phrases
 from epng.device import default_device, resolve_precision
-from epng.errors import ConfigError, DataError
+from epng.errors import ConfigError
 from epng.inference.compiled import CompiledStage, compiler
 from epng.inference.exported import ExportedModel, runtime_model
 from epng.inference.options import InferenceOptions
 from epng.inference.prepare import PreparationReport, prepare_model
-from epng.io.images import decode_image_file
-from epng.io.limits import check_caption_chars, check_image_pixels, check_size
+from epng.io.images import ImageInput, load_image
+from epng.io.limits import check_caption_chars, check_size
 from epng.model import EPNG, load_model
 from epng.model.visual_encoder import VisualFeatures
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
-
-ImageInput = str | Path | np.ndarray | Tensor
 
 
 @dataclass
@@ -73,25 +71,6 @@ class _ImageState:
     input_size: tuple[int, int]
     valid_size: tuple[int, int]
     features: VisualFeatures  # batch of 1
-
-
-def load_image(image: ImageInput) -> Tensor:
-    """A file path, an (h, w, 3) uint8 array or a (3, h, w) uint8 tensor -> (3, h, w) uint8 tensor.
-
-    A file over the input limits is refused on its header, before decoding; an array or
-    tensor with more than ``max_image_pixels`` pixels is refused too (:mod:`epng.io.limits`).
-    """
-    if isinstance(image, (str, Path)):
-        return decode_image_file(image)
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-            raise DataError(f"expected an (h, w, 3) uint8 image array, got {image.shape} {image.dtype}")
-        check_image_pixels("the image array", image.shape[1], image.shape[0])
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    if torch.is_tensor(image) and image.ndim == 3 and image.shape[0] == 3 and image.dtype == torch.uint8:
-        check_image_pixels("the image tensor", image.shape[2], image.shape[1])
-        return image
-    raise DataError("image must be a file path, an (h, w, 3) uint8 array or a (3, h, w) uint8 tensor")
 
 
 class Predictor:

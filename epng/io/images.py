@@ -1,5 +1,5 @@
 """Decoding JPEG/PNG image files into uint8 RGB tensors, their size checked first
-(:func:`epng.io.image_header.open_image_header`).
+(:func:`epng.io.image_header.open_image_header`); `load_image` takes a path, an array or a tensor.
 
 JPEG (and GIF, WebP) files are decoded by torchvision. PNG files are decoded by PIL:
 torchvision's PNG decoder crashes the whole process (a segmentation fault, which no
@@ -19,7 +19,7 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 
 from epng.errors import DataError
 from epng.io.image_header import first_line, open_image_header
-from epng.io.limits import InputLimits
+from epng.io.limits import InputLimits, check_image_pixels
 
 _WIDE_GRAY = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # PIL's modes of 16-bit gray PNGs
 
@@ -67,3 +67,25 @@ def _decode_with_pil(image: Image.Image, path: Path) -> torch.Tensor:
     except Exception as err:  # PIL's decoders raise many types on damaged files
         raise DataError(f"{path}: corrupt or unsupported image ({first_line(err)})") from None
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+
+
+ImageInput = str | Path | np.ndarray | torch.Tensor
+
+
+def load_image(image: ImageInput) -> torch.Tensor:
+    """A file path, an (h, w, 3) uint8 array or a (3, h, w) uint8 tensor -> (3, h, w) uint8 tensor.
+
+    A file over the input limits is refused on its header, before decoding; an array or
+    tensor with more than ``max_image_pixels`` pixels is refused too (:mod:`epng.io.limits`).
+    """
+    if isinstance(image, (str, Path)):
+        return decode_image_file(image)
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+            raise DataError(f"expected an (h, w, 3) uint8 image array, got {image.shape} {image.dtype}")
+        check_image_pixels("the image array", image.shape[1], image.shape[0])
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    if torch.is_tensor(image) and image.ndim == 3 and image.shape[0] == 3 and image.dtype == torch.uint8:
+        check_image_pixels("the image tensor", image.shape[2], image.shape[1])
+        return image
+    raise DataError("image must be a file path, an (h, w, 3) uint8 array or a (3, h, w) uint8 tensor")
