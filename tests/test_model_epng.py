@@ -141,3 +141,32 @@ def test_paper_preset_shapes_without_download():
     assert fused.shape == (1, 768, 40, 40)
     assert out.mask_logits.shape == (1, 1, 160, 160) and out.pixel_embed.shape == (1, 768, 160, 160)
     assert torch.isfinite(out.mask_logits).all()
+
+
+def test_input_format_is_the_models_own_and_caps_max_length(tiny):
+    cfg = tiny.config
+    fmt = tiny.input_format()
+    assert fmt.tokenizer is tiny.tokenizer and fmt.max_length == cfg.max_text_length
+    assert (fmt.transform.size, fmt.transform.mode) == ((cfg.image_size, cfg.image_size), cfg.resize)
+    assert fmt.transform.mean == tuple(tiny.image_mean) and fmt.transform.std == tuple(tiny.image_std)
+    assert fmt.pad_token_id == tiny.tokenizer.pad_token_id
+    assert tiny.input_format(max_length=40).max_length == 40
+    assert tiny.input_format(max_length=cfg.max_text_length + 100).max_length == cfg.max_text_length
+    other = tiny.input_format((96, 128), "letterbox")
+    assert (other.transform.size, other.transform.mode) == ((96, 128), "letterbox")
+
+
+def test_input_format_refuses_bad_settings_at_construction(tiny):
+    from types import SimpleNamespace
+
+    from epng.data.input_format import InputFormat
+    from epng.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a fast"):
+        InputFormat(SimpleNamespace(is_fast=False, pad_token_id=0))
+    with pytest.raises(ConfigError, match="max_length must be >= 2"):
+        InputFormat(tiny.tokenizer, max_length=1)
+    with pytest.raises(ConfigError, match="resize"):
+        InputFormat(tiny.tokenizer, resize="stretch")
+    with pytest.raises(ConfigError, match="std must be positive"):
+        InputFormat(tiny.tokenizer, std=(0.2, 0.0, 0.2))

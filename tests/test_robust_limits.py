@@ -249,3 +249,21 @@ def test_unreadable_json_is_a_data_error_naming_the_file(tmp_path):
             load_json(tmp_path / name)
     with pytest.raises(DataError, match="cannot read the file"):
         load_json(tmp_path)
+
+
+def test_write_json_replaces_the_whole_file_or_nothing(tmp_path):
+    import json
+
+    from epng.io.json_file import write_json
+
+    path = tmp_path / "out" / "metrics.json"
+    write_json(path, {"ar": 70.5, "n": [1, 2]})
+    assert path.read_text() == json.dumps({"ar": 70.5, "n": [1, 2]}, indent=2) + "\n"
+    write_json(path, {"é": 1}, indent=None)
+    assert path.read_text() == '{"\\u00e9":1}\n'
+    with pytest.raises(TypeError):
+        write_json(path, {"bad": object()})  # not JSON: refused, the old file kept
+    assert json.loads(path.read_text()) == {"é": 1}
+    write_json(path, {"path": tmp_path}, default=str)
+    assert json.loads(path.read_text()) == {"path": str(tmp_path)}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["metrics.json"]  # no temporary file left

@@ -190,12 +190,12 @@ def run(args: argparse.Namespace) -> int:
 
         def save(partial: BenchResults) -> None:  # after every phase: a run cut short keeps what it measured
             if args.json:
-                write_json(args.json, {**partial.to_dict(), "partial": True})
+                write_json(args.json, {**partial.to_dict(), "partial": True}, default=str)
 
         bench = run_model_bench(cfg, on_progress=save)
         print(format_results(bench))
         results = bench.to_dict()
     if args.json:
-        write_json(args.json, results)
+        write_json(args.json, results, default=str)  # machine info may hold paths and the like
         print(f"\nresults: {args.json}")
     return 0

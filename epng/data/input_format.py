@@ -12,11 +12,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from epng.data.options import ResizeMode
 from epng.data.tokenization import DEFAULT_MAX_LENGTH, require_fast_tokenizer
 from epng.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeNormalize
 from epng.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,7 +29,7 @@ class InputFormat:
     ``image_size``: ``S`` or ``(H, W)``; ``resize``: ``"square"`` | ``"letterbox"``;
     ``mean``/``std``: RGB normalisation; ``max_length``: word pieces per caption, >= 2."""
 
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     image_size: int | Sequence[int] = 640
     resize: ResizeMode = "square"
     mean: Sequence[float] = IMAGENET_MEAN

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from numbers import Integral
 from pathlib import Path
 from typing import Any
@@ -39,16 +40,17 @@ def is_int(value: Any) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
 
-def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+def write_json(path: str | Path, obj: Any, indent: int | None = 2, default: Callable[[Any], Any] | None = None) -> None:
     """``obj`` as UTF-8 JSON with a final newline (``indent=None``: compact, ASCII only), its
     folder created; written through a temporary name and renamed, so a reader (or a run
-    killed mid-write) sees the old file or the whole new one, never half of it."""
+    killed mid-write) sees the old file or the whole new one, never half of it. A value JSON
+    cannot hold raises ``TypeError`` (nothing written) unless ``default`` converts it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if indent is None:
-        text = json.dumps(obj, ensure_ascii=True, separators=(",", ":"), default=str)
+        text = json.dumps(obj, ensure_ascii=True, separators=(",", ":"), default=default)
     else:
-        text = json.dumps(obj, indent=indent, default=str)
+        text = json.dumps(obj, indent=indent, default=default)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)
