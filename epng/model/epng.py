@@ -2,7 +2,7 @@
 
 Saved with ``save_pretrained(dir)`` as ``config.json`` + ``model.safetensors`` (+ the text
 encoder's architecture and tokenizer files in ``dir/text_encoder/``); ``from_pretrained(dir)``
-rebuilds with random weights and loads the safetensors file: no pickle, no network, no
+rebuilds with random weights and copies the safetensors file's tensors into them: no pickle, no network, no
 backbone weight file.
 """
 
@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, snapshot_download
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from epng.data import transforms
 from epng.data.input_format import InputFormat
 from epng.data.options import ResizeMode
 from epng.errors import CheckpointError, ConfigError
+from epng.io.weights import load_into
 from epng.model.communicator import Communicator
 from epng.model.config import EPNGConfig
 from epng.model.head import DenseHead, EPNGOutput
@@ -209,7 +209,7 @@ class EPNG(
             text_files=str(text_files) if (text_files / "config.json").is_file() else None,
         )
         try:
-            model.load_state_dict(load_file(str(weights), device=map_location), strict=strict)
+            load_into(model, weights, strict=strict)  # one tensor at a time: no second copy of the weights
         except (RuntimeError, OSError) as err:
             raise CheckpointError(f"{weights}: does not match the EPNG config in {model_id} ({err})") from err
         model.config = config
