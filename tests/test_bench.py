@@ -293,6 +293,7 @@ def test_memory_child_in_process():
     cfg = ModelBenchConfig(preset="epng_lite0_minilm", image_size=64, phrases=2, tokens=12)
     res = memory_child({"cfg": json.loads(json.dumps(cfg.to_dict())), "path": "fast", "batch": 1, "mode": "text"})
     assert res["peak_rss_mib"] > 0 and res["peak_rss_mib"] >= res["start_rss_mib"] and "extra_mib" in res
+    assert res["process_peak_mib"] >= res["peak_rss_mib"]  # the process's peak holds the call's
 
 
 @pytest.mark.slow
@@ -302,7 +303,8 @@ def test_memory_child_subprocess():
     res = measure_cpu_memory(cfg, 1)
     assert set(res) == {"fast"}
     assert res["fast"].error is None and res["fast"].peak_rss_mib > 0 and res["fast"].extra_mib is not None
-    assert set(res["fast"].to_dict()) == {"peak_rss_mib", "start_rss_mib", "extra_mib", "method"}
+    assert set(res["fast"].to_dict()) == {"peak_rss_mib", "start_rss_mib", "extra_mib", "method", "process_peak_mib"}
+    assert res["fast"].process_peak_mib >= res["fast"].peak_rss_mib
 
 
 def test_loader_bench(tmp_path, capsys):

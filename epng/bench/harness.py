@@ -226,7 +226,8 @@ def count_flops(fn: Callable[[], object]) -> int:
 # --------------------------------------------------------------------------- memory
 
 
-def _proc_status_kib(key: str) -> int | None:
+def proc_status_kib(key: str) -> int | None:
+    """Field ``key`` (e.g. ``VmRSS``, ``VmHWM``) of ``/proc/self/status`` in KiB; None without procfs."""
     try:
         text = Path("/proc/self/status").read_text()
     except OSError:
@@ -250,13 +251,13 @@ class PeakRSS:
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:
             self.method = "ru_maxrss (no reset)"
-        rss = _proc_status_kib("VmRSS")
+        rss = proc_status_kib("VmRSS")
         self._start_kib = rss if rss is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if self.method.startswith("ru_maxrss"):
             self._start_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     def stop(self) -> dict:
-        peak = _proc_status_kib("VmHWM") if self.method.startswith("VmHWM") else None
+        peak = proc_status_kib("VmHWM") if self.method.startswith("VmHWM") else None
         if peak is None:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
         return {

@@ -17,7 +17,7 @@ import sys
 import torch
 
 from epng.bench.config import ModelBenchConfig
-from epng.bench.harness import PeakRSS
+from epng.bench.harness import PeakRSS, proc_status_kib
 from epng.bench.inputs import build_model, make_batch, make_predictor
 from epng.bench.results import MemoryResult
 
@@ -37,13 +37,15 @@ def _trim_heap() -> None:
 def memory_child(spec: dict) -> dict:
     """In this (fresh) process: the `PeakRSS` fields of ``spec["calls"]`` (default 1) calls of
     path ``spec["path"]`` at batch ``spec["batch"]`` in text mode ``spec["mode"]``, after a warm-up
-    call; ``spec["cfg"]`` is a `ModelBenchConfig.to_dict`."""
+    call, and ``process_peak_mib``: the whole process's peak (build and preparation included);
+    ``spec["cfg"]`` is a `ModelBenchConfig.to_dict`."""
     cfg = ModelBenchConfig.from_dict(spec["cfg"])
     model = build_model(cfg)
     predictor = make_predictor(model, cfg, spec["path"], copy=False)
     del model
     b = make_batch(cfg, spec["batch"], torch.device(cfg.device))
     predictor.predict_torch(b)  # warm-up
+    setup_peak_kib = proc_status_kib("VmHWM")  # building, preparing and the warm-up call
     _trim_heap()
     meter = PeakRSS()
     meter.start()
@@ -51,7 +53,10 @@ def memory_child(spec: dict) -> dict:
         if spec["mode"] == "text":
             predictor.clear_text_cache()
         predictor.predict_torch(b)
-    return meter.stop()
+    out = meter.stop()
+    if setup_peak_kib is not None:
+        out["process_peak_mib"] = round(max(setup_peak_kib / 1024, out["peak_rss_mib"]), 1)
+    return out
 
 
 def measure_cpu_memory(cfg: ModelBenchConfig, batch: int) -> dict[str, MemoryResult]:

@@ -27,6 +27,7 @@ times, CPU peak memory (a fresh subprocess per path), training step.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import tempfile
@@ -141,14 +142,15 @@ def _run(
         log("stage breakdown ...")
         results.stages = measure_stages(predictors, b1, cfg, device)
         checkpoint()
+    checkpoint()
+    predictors.clear()  # free the prepared copy and the runtimes' sessions before the memory children and training
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     if phase("cpu_memory", inference and cfg.memory and device.type == "cpu"):
         log("peak RSS (fresh subprocess per path) ...")
         results.cpu_memory = measure_cpu_memory(cfg, cfg.batch)
-        checkpoint()
-    checkpoint()
-    predictors.clear()  # free the fast path's prepared copy before training
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+        progress(results)
     if phase("train", cfg.train or cfg.train_only):
         log(f"training step: batch {cfg.train_batch or cfg.batch} ...")
         results.train = measure_train(model, cfg, device)

@@ -118,8 +118,9 @@ def _memory_rows(r: BenchResults, names: list[str], pad: list[str]) -> list[list
             if m is None or m.error:
                 cells.append("error" if m else "—")
             else:
-                cells.append(f"{m.peak_rss_mib} / {m.extra_mib}")
-        rows.append([f"peak RSS, batch {r.config.batch} (MiB, total / extra during a call)"] + cells + pad)
+                cells.append(f"{m.process_peak_mib or '—'} / {m.peak_rss_mib} / {m.extra_mib}")
+        label = f"peak RSS, batch {r.config.batch} (MiB: whole process / the call / extra during the call)"
+        rows.append([label] + cells + pad)
     lat, thr = r.latency, r.throughput
     if all(lat.cases[n]["text"].peak_memory_mib is not None for n in names):
         rows.append(

@@ -160,11 +160,13 @@ class Achieved:
 
 @dataclass
 class MemoryResult:
-    """Peak RSS of one path's call in a fresh process (`PeakRSS` fields), or why it failed."""
+    """Peak RSS of one path's call in a fresh process (`PeakRSS` fields) and of that whole
+    process, or why it failed."""
 
     peak_rss_mib: float | None = None
     start_rss_mib: float | None = None
     extra_mib: float | None = None  # peak during the call - RSS at its start
+    process_peak_mib: float | None = None  # the whole process: build, preparation, warm-up and the call
     method: str | None = None
     error: str | None = None
 
