@@ -9,6 +9,8 @@ int8: runs, and its agreement is reported with a loose floor only. Nothing is ti
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
@@ -205,3 +207,56 @@ def test_option_rules():
         InferenceOptions(runtime="onnxruntime", calibration=("a.png",))
     with pytest.raises(ConfigError, match="export_dir"):
         InferenceOptions(export_dir="x")
+
+
+@needs_ort
+def test_int8_of_chosen_graphs_leaves_the_others_in_fp32(exported):
+    model, folder = exported
+    if model.config.mask_head != "fpn":
+        pytest.skip("one head is enough")
+    every = Predictor(model, runtime="onnxruntime", int8=True, precision="fp32", export_dir=str(folder))
+    visual = Predictor(
+        model, runtime="onnxruntime", int8=True, int8_graphs=("visual",), precision="fp32", export_dir=str(folder)
+    )
+    fp32 = Predictor(model, runtime="onnxruntime", precision="fp32", export_dir=str(folder))
+    assert visual.report.int8_graphs == ["visual"] and "int8 (visual) + fp32" in visual.report.label()
+    assert "int8 + fp32" in every.report.label()
+    backend, full = visual._backend, every._backend
+    assert backend.visual.path.name == full.visual.path.name == "visual.int8.onnx"
+    for name in ("communicator", "head_graph"):  # the fp32 files
+        assert getattr(backend, name).path == getattr(fp32._backend, name).path != getattr(full, name).path
+    assert backend.text.session.path == fp32._backend.text.session.path
+    batch = make_batch(model, seed=7)
+    side = SIZE // 16
+    fused, phrases = torch.randn(2, model.config.d_model, side, side), torch.randn(2, 3, model.config.d_model)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    assert torch.equal(backend.communicate(fused, phrases, mask), fp32._backend.communicate(fused, phrases, mask))
+    share = agreement(visual.predict_torch(batch), fp32.predict_torch(batch))
+    assert share >= 0.8  # the int8 backbone only: a loose floor, as above
+
+
+def test_int8_graph_choice_rules():
+    from epng.cli.inference_args import add_inference_arguments, inference_options
+    from epng.inference.export_cache import calibration_key
+
+    with pytest.raises(ConfigError, match="non-empty selection"):
+        InferenceOptions(runtime="onnxruntime", int8=True, int8_graphs=("backbone",))
+    with pytest.raises(ConfigError, match="non-empty selection"):
+        InferenceOptions(runtime="onnxruntime", int8=True, int8_graphs=())
+    with pytest.raises(ConfigError, match="needs int8=True"):
+        InferenceOptions(runtime="onnxruntime", int8_graphs=("visual",))
+    chosen = InferenceOptions(runtime="openvino", int8=True, int8_graphs=("text", "visual"))
+    assert chosen.int8_graphs == ("visual", "text")  # in graph order
+    parser = argparse.ArgumentParser()
+    add_inference_arguments(parser)
+    base = ["--runtime", "onnxruntime"]
+    assert not inference_options(parser.parse_args(base)).int8
+    every = inference_options(parser.parse_args([*base, "--int8"]))
+    assert every.int8 and every.int8_graphs == ("visual", "communicator", "head", "text")
+    some = inference_options(parser.parse_args([*base, "--int8", "communicator", "visual"]))
+    assert some.int8 and some.int8_graphs == ("visual", "communicator")
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--int8", "backbone"])
+    key = calibration_key("onnxruntime", (), True)  # every graph: the key of before the choice existed
+    assert key == calibration_key("onnxruntime", (), True, None)
+    assert key != calibration_key("onnxruntime", (), True, ("visual",))

@@ -7,11 +7,12 @@ from dataclasses import asdict, dataclass, field
 
 from epng.device import Precision
 from epng.inference import COMPILE_SCOPES, InferenceOptions
+from epng.inference.options import INT8_GRAPHS
 
 PATHS = ("plain", "fast")
 TEXT_MODES = ("text", "cached")  # text: the text encoder runs every call; cached: its features are reused
 INT8_SUFFIX = "-int8"
-_TUPLE_FIELDS = ("orig_size", "compile_scopes", "runtimes")
+_TUPLE_FIELDS = ("orig_size", "compile_scopes", "runtimes", "int8_graphs")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class ModelBenchConfig:
     compile_scopes: tuple[str, ...] = COMPILE_SCOPES
     runtimes: tuple[str, ...] = ()  # exported runtimes measured beside plain (and fast)
     int8: bool = False  # each runtime also with int8
+    int8_graphs: tuple[str, ...] = INT8_GRAPHS  # the graphs int8 applies to
     export_dir: str | None = None  # where the runtime paths keep their exported graphs
     train: bool = False
     train_batch: int | None = None  # default: batch
@@ -73,7 +75,13 @@ class ModelBenchConfig:
         if path in self.runtime_paths:
             runtime = path.removesuffix(INT8_SUFFIX)
             int8 = path.endswith(INT8_SUFFIX)
-            return InferenceOptions(precision=self.precision, runtime=runtime, int8=int8, export_dir=self.export_dir)
+            return InferenceOptions(
+                precision=self.precision,
+                runtime=runtime,
+                int8=int8,
+                int8_graphs=self.int8_graphs if int8 else INT8_GRAPHS,
+                export_dir=self.export_dir,
+            )
         return InferenceOptions(
             precision=self.precision,
             fast=True,

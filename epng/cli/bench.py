@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from epng.cli.inference_args import add_int8_argument, int8_selection
 from epng.device import PRECISIONS
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="also run the exported graphs on this runtime, side by side (repeatable: onnxruntime, openvino)",
     )
-    parser.add_argument("--int8", action="store_true", help="each --runtime also with post-training int8")
+    add_int8_argument(parser, "each --runtime also with post-training int8 (of every graph, or of the GRAPHs named)")
     parser.add_argument(
         "--export-dir", default=None, metavar="DIR", help="--runtime: keep (and reuse) the exported graphs here"
     )
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--{name} must be >= 1")
         if args.image_size < 32 or args.image_size % 32:
             raise ConfigError("--image-size must be a positive multiple of 32")
-        if args.int8 and not args.runtime:
+        if args.int8 is not None and not args.runtime:
             raise ConfigError("--int8 needs --runtime onnxruntime and/or --runtime openvino")
         for runtime in args.runtime:
             check_runtime(runtime)
@@ -181,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
                 "fold_bn": not args.no_fold_bn,
                 "compile_scopes": scopes,
                 "runtimes": tuple(dict.fromkeys(args.runtime)),
+                **int8_selection(args.int8),
                 "stages": not args.no_stages,
                 "flops": not args.no_flops,
                 "memory": not args.no_memory,

@@ -32,10 +32,10 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="torch (default), or run the exported ONNX graphs on onnxruntime / openvino (CPU; exported at start)",
     )
-    parser.add_argument(
-        "--int8",
-        action="store_true",
-        help="with --runtime onnxruntime/openvino: post-training int8 (costs some mask agreement; see BENCHMARKS.md)",
+    add_int8_argument(
+        parser,
+        "with --runtime onnxruntime/openvino: post-training int8 of every graph, or of the GRAPHs named "
+        "(costs some mask agreement; see BENCHMARKS.md)",
     )
     parser.add_argument(
         "--calibration",
@@ -52,6 +52,20 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_int8_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--int8 [GRAPH ...]``: absent = no int8; alone = every graph; with names = those graphs."""
+    from epng.inference.options import INT8_GRAPHS
+
+    parser.add_argument("--int8", nargs="*", choices=INT8_GRAPHS, default=None, metavar="GRAPH", help=help)
+
+
+def int8_selection(value: list[str] | None) -> dict[str, Any]:
+    """The `InferenceOptions` fields ``int8`` and ``int8_graphs`` of a parsed ``--int8``."""
+    from epng.inference.options import INT8_GRAPHS
+
+    return {"int8": value is not None, "int8_graphs": tuple(value or INT8_GRAPHS)}
+
+
 def inference_options(args: argparse.Namespace) -> InferenceOptions:
     """The `InferenceOptions` of the shared flags."""
     from epng.inference import InferenceOptions
@@ -60,7 +74,7 @@ def inference_options(args: argparse.Namespace) -> InferenceOptions:
         precision=args.precision,
         fast=args.fast,
         runtime=args.runtime,
-        int8=args.int8,
+        **int8_selection(args.int8),
         calibration=tuple(args.calibration),
         export_dir=args.export_dir,
     )

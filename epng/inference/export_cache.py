@@ -34,9 +34,13 @@ def model_key(model: EPNG, text: bool) -> str:
     return digest.hexdigest()
 
 
-def calibration_key(runtime: str, calibration: tuple[str, ...], reduce_range: bool) -> str:
-    """Name of the int8 sub-folder of one runtime, calibration set and weight range."""
-    digest = hashlib.blake2b(json.dumps([list(calibration), reduce_range]).encode(), digest_size=6).hexdigest()
+def calibration_key(
+    runtime: str, calibration: tuple[str, ...], reduce_range: bool, graphs: tuple[str, ...] | None = None
+) -> str:
+    """Name of the int8 sub-folder of one runtime, calibration set, weight range and selection of
+    int8 graphs (``None``: all of them)."""
+    key = [list(calibration), reduce_range] + ([] if graphs is None else [sorted(graphs)])
+    digest = hashlib.blake2b(json.dumps(key).encode(), digest_size=6).hexdigest()
     return f"int8-{runtime}-{digest}"
 
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from epng.errors import ConfigError
 from epng.inference.export_cache import cached, calibration_key, model_key
 from epng.inference.onnx_export import export_graphs
+from epng.inference.options import INT8_GRAPHS
 from epng.inference.quantize import DYNAMIC_GRAPHS, calibration_images, quantize_graphs, reduce_range
 from epng.inference.runtimes import GraphSession, Runtime, check_runtime
 from epng.model import EPNG
@@ -41,13 +42,14 @@ def _array(t: Tensor) -> np.ndarray:
     return (t.float() if t.is_floating_point() else t).contiguous().numpy()
 
 
-GRAPHS = ("visual", "communicator", "head", "text")
+GRAPHS = INT8_GRAPHS  # every exported graph, and each one int8 can apply to
 
 
 def graph_runtime(runtime: Runtime, graph: str, int8: bool) -> Runtime:
-    """The runtime that runs ``graph``: ``runtime``, except that with int8 on OpenVINO the
-    dynamically quantised graphs (communicator, text; `epng.inference.quantize`) run on ONNX
-    Runtime, which has kernels for them (OpenVINO runs them slower than their fp32 versions)."""
+    """The runtime that runs ``graph`` (``int8``: whether that graph is quantised): ``runtime``,
+    except that on OpenVINO the dynamically quantised graphs (communicator, text;
+    `epng.inference.quantize`) run on ONNX Runtime, which has kernels for them (OpenVINO runs
+    them slower than their fp32 versions)."""
     if int8 and runtime == "openvino" and graph in DYNAMIC_GRAPHS:
         return "onnxruntime"
     return runtime
@@ -74,7 +76,7 @@ class ExportedModel:
         model: a CPU `EPNG` in eval mode (read, not modified).
         runtime: ``"onnxruntime"`` or ``"openvino"``.
         int8: post-training int8 (`epng.inference.quantize`), calibrated on ``calibration``
-            (image files; default: synthetic scenes).
+            (image files; default: synthetic scenes), of the graphs in ``int8_graphs``.
         bf16: OpenVINO computes in bf16 (for CPUs with native bf16).
         text: also run the text encoder's transformer as a graph.
         threads: intra-op threads (default: torch's).
@@ -88,6 +90,7 @@ class ExportedModel:
         runtime: Runtime,
         *,
         int8: bool = False,
+        int8_graphs: Sequence[str] = INT8_GRAPHS,
         bf16: bool = False,
         calibration: Sequence[str | Path] = (),
         text: bool = True,
@@ -100,6 +103,8 @@ class ExportedModel:
         if int8:
             check_runtime("onnxruntime")  # its quantization tools make the int8 graphs
         self.runtime, self.int8 = runtime, int8
+        self.int8_graphs = tuple(g for g in INT8_GRAPHS if g in int8_graphs) if int8 else ()
+        selection = None if set(self.int8_graphs) == set(INT8_GRAPHS) else self.int8_graphs
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="epng-onnx-") as tmp:
             root = Path(export_dir) if export_dir is not None else Path(tmp)
@@ -108,12 +113,12 @@ class ExportedModel:
             if int8:
                 images = tuple(str(p) for p in calibration)
                 graphs = cached(
-                    folder / calibration_key(runtime, images, reduce_range(runtime)),
-                    lambda f: quantize_graphs(graphs, runtime, calibration_images(model, images), f),
+                    folder / calibration_key(runtime, images, reduce_range(runtime), selection),
+                    lambda f: quantize_graphs(graphs, runtime, calibration_images(model, images), f, self.int8_graphs),
                 )
 
             present = [name for name in GRAPHS if name != "text" or graphs.text is not None]
-            self.graph_runtimes = {name: graph_runtime(runtime, name, int8) for name in present}
+            self.graph_runtimes = {name: graph_runtime(runtime, name, name in self.int8_graphs) for name in present}
 
             def session(name: str, path: Path) -> GraphSession:
                 return GraphSession(path, self.graph_runtimes[name], threads=threads, bf16=bf16)

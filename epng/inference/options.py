@@ -11,6 +11,8 @@ from epng.inference.runtimes import RUNTIMES, Runtime
 
 CompileScope = Literal["visual", "communicator"]
 COMPILE_SCOPES: tuple[str, ...] = get_args(CompileScope)
+Int8Graph = Literal["visual", "communicator", "head", "text"]
+INT8_GRAPHS: tuple[str, ...] = get_args(Int8Graph)  # the exported graphs int8 can apply to
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class InferenceOptions:
     int8: with an exported runtime, post-training int8 (static for the convolutions,
         calibrated on ``calibration`` image files or synthetic scenes; dynamic for the
         linear layers on ONNX Runtime). Off by default: it trades some mask agreement.
+    int8_graphs: with ``int8``, the graphs it applies to (default all; the others stay fp32):
+        ``"visual"`` (most of the time saved), ``"communicator"``, ``"head"`` (the ``"fpn"``
+        head's convolutions), ``"text"``.
     export_dir: with an exported runtime, keep the exported graphs in this folder and reuse
         them for the same model (config and weights), runtime and calibration set.
     """
@@ -48,6 +53,7 @@ class InferenceOptions:
     compile_mode: str | None = None
     runtime: Runtime = "torch"
     int8: bool = False
+    int8_graphs: tuple[Int8Graph, ...] = INT8_GRAPHS
     calibration: tuple[str, ...] = ()
     export_dir: str | None = None
 
@@ -69,6 +75,13 @@ class InferenceOptions:
             raise ConfigError("export_dir holds exported graphs: it needs runtime='onnxruntime' or 'openvino'")
         if self.calibration and not self.int8:
             raise ConfigError("calibration images are for int8=True")
+        bad = [g for g in self.int8_graphs if g not in INT8_GRAPHS]
+        if bad or not self.int8_graphs:
+            chosen = list(self.int8_graphs)
+            raise ConfigError(f"int8 graphs must be a non-empty selection of {INT8_GRAPHS}, got {chosen}")
+        if set(self.int8_graphs) != set(INT8_GRAPHS) and not self.int8:
+            raise ConfigError("int8_graphs chooses what int8=True quantises: it needs int8=True")
+        object.__setattr__(self, "int8_graphs", tuple(g for g in INT8_GRAPHS if g in self.int8_graphs))
         object.__setattr__(self, "compile_scopes", tuple(self.compile_scopes))
         object.__setattr__(self, "calibration", tuple(str(p) for p in self.calibration))
         if self.export_dir is not None:

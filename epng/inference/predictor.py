@@ -131,6 +131,7 @@ class Predictor:
             model,
             opts.runtime,
             int8=opts.int8,
+            int8_graphs=opts.int8_graphs,
             bf16=self.dtype == torch.bfloat16,
             calibration=opts.calibration,
             export_dir=opts.export_dir,
@@ -144,6 +145,7 @@ class Predictor:
             fast=opts.fast,
             runtime=opts.runtime,
             int8=opts.int8,
+            int8_graphs=list(self._backend.int8_graphs),
             export_seconds=round(self._backend.build_seconds, 2),
             graph_runtimes=dict(self._backend.graph_runtimes),
         )

@@ -39,6 +39,7 @@ class PreparationReport:
     lpa_routes: list[str] = field(default_factory=list)
     runtime: str = "torch"
     int8: bool = False
+    int8_graphs: list[str] = field(default_factory=list)  # the exported graphs int8 applies to
     export_seconds: float | None = None  # exported runtimes: export (+ int8) and session loading
     graph_runtimes: dict[str, str] = field(default_factory=dict)  # exported graph -> the runtime running it
 
@@ -47,11 +48,16 @@ class PreparationReport:
 
     def label(self) -> str:
         """A one-line description, e.g. ``fast (bf16, channels-last, 104 BN folded, stride-16 head)``
-        or ``openvino (int8 + fp32, exported graphs)``."""
+        or ``openvino (int8 + fp32, exported graphs)`` (``int8 (visual) + fp32`` when int8 applies
+        to some graphs only)."""
         if self.runtime != "torch":
             others = sorted(g for g, rt in self.graph_runtimes.items() if rt != self.runtime)
             moved = f"; {', '.join(others)} on onnxruntime" if others else ""
-            return f"{self.runtime} ({'int8 + ' if self.int8 else ''}{self.dtype}, exported graphs{moved})"
+            int8 = ""
+            if self.int8:
+                every = set(self.int8_graphs) >= set(self.graph_runtimes)
+                int8 = "int8 + " if every else f"int8 ({', '.join(self.int8_graphs)}) + "
+            return f"{self.runtime} ({int8}{self.dtype}, exported graphs{moved})"
         if not self.fast:
             return f"plain {self.dtype} eager"
         parts = [

@@ -1,4 +1,5 @@
-"""Post-training int8 of the exported graphs (ONNX Runtime's quantization tools), an explicit option.
+"""Post-training int8 of the exported graphs (ONNX Runtime's quantization tools), an explicit option,
+applied to every graph below or to a selection of them (`InferenceOptions.int8_graphs`).
 
 * visual graph: **static** -- the convolutions get per-channel int8 weights and uint8
   inputs whose ranges are calibrated (min / max) on images: the user's, or synthetic
@@ -28,6 +29,7 @@ from torch import Tensor
 from epng.device import cpu_flags
 from epng.errors import ConfigError
 from epng.inference.onnx_export import ExportedGraphs
+from epng.inference.options import INT8_GRAPHS
 from epng.model import EPNG
 
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
@@ -149,21 +151,27 @@ def reduce_range(runtime: str) -> bool:
     return runtime in ("onnxruntime", "openvino") and not (cpu_flags() & VNNI_FLAGS)
 
 
-def quantize_graphs(graphs: ExportedGraphs, runtime: str, calibration: Tensor, folder: Path) -> ExportedGraphs:
-    """int8 versions of ``graphs`` for ``runtime``, written into ``folder``, as the module docstring
-    says (graphs left fp32 keep their files); ``calibration`` (K, 3, S, S) are the network inputs
-    the static ranges come from."""
+def quantize_graphs(
+    graphs: ExportedGraphs, runtime: str, calibration: Tensor, folder: Path, selected: Sequence[str] = INT8_GRAPHS
+) -> ExportedGraphs:
+    """int8 versions of the ``selected`` graphs for ``runtime``, written into ``folder``, as the
+    module docstring says (the others, and the paper head, keep their fp32 files);
+    ``calibration`` (K, 3, S, S) are the network inputs the static ranges come from."""
     if calibration.ndim != 4 or calibration.shape[0] == 0:
         raise ConfigError("int8 calibration needs at least one image")
     seven_bits = reduce_range(runtime)
-    feeds = calibration_feeds(graphs, calibration)
-    paths = {
-        "visual": quantize_static(graphs.visual, folder / "visual.int8.onnx", feeds["visual"], ("Conv",), seven_bits)
-    }
-    if graphs.fine:
+    static = "visual" in selected or (graphs.fine and "head" in selected)
+    feeds = calibration_feeds(graphs, calibration) if static else {}
+    paths = {}
+    if "visual" in selected:
+        paths["visual"] = quantize_static(
+            graphs.visual, folder / "visual.int8.onnx", feeds["visual"], ("Conv",), seven_bits
+        )
+    if graphs.fine and "head" in selected:
         paths["head"] = quantize_static(graphs.head, folder / "head.int8.onnx", feeds["head"], ("Conv",), seven_bits)
     dynamic_bits = reduce_range("onnxruntime")  # the dynamic graphs run on ONNX Runtime
-    paths["communicator"] = quantize_dynamic(graphs.communicator, folder / "communicator.int8.onnx", dynamic_bits)
-    if graphs.text is not None:
+    if "communicator" in selected:
+        paths["communicator"] = quantize_dynamic(graphs.communicator, folder / "communicator.int8.onnx", dynamic_bits)
+    if graphs.text is not None and "text" in selected:
         paths["text"] = quantize_dynamic(graphs.text, folder / "text.int8.onnx", dynamic_bits)
     return graphs.replace(**paths)
