@@ -149,12 +149,20 @@ def test_model_files_hold_one_image_graph_and_the_text_graph(exported, tmp_path)
     assert (got - plain_forward(model, batch)).abs().max().item() < 1e-3
 
 
-@needs_ort
-def test_int8_runs_and_roughly_agrees(exported):
+@pytest.fixture(scope="module")
+def int8_everywhere(exported):
+    """(model, export_dir, a Predictor with int8 of every graph) for the "fpn" head (its head
+    graph has convolutions to quantise too); one head is enough for the int8 checks."""
     model, folder = exported
+    if missing_packages("onnxruntime"):
+        pytest.skip("onnx/onnxruntime not installed")
     if model.config.mask_head != "fpn":
-        pytest.skip("one head is enough for the int8 smoke test")
-    predictor = Predictor(model, runtime="onnxruntime", int8=True, precision="fp32", export_dir=str(folder))
+        pytest.skip("one head is enough for the int8 checks")
+    return model, folder, Predictor(model, runtime="onnxruntime", int8=True, precision="fp32", export_dir=str(folder))
+
+
+def test_int8_runs_and_roughly_agrees(int8_everywhere):
+    model, _, predictor = int8_everywhere
     assert predictor.report.int8 and "int8" in predictor.report.label()
     batch = make_batch(model, seed=5)
     ref = EPNG.postprocess_masks(plain_forward(model, batch), (SIZE, SIZE), batch["meta"])
@@ -209,12 +217,8 @@ def test_option_rules():
         InferenceOptions(export_dir="x")
 
 
-@needs_ort
-def test_int8_of_chosen_graphs_leaves_the_others_in_fp32(exported):
-    model, folder = exported
-    if model.config.mask_head != "fpn":
-        pytest.skip("one head is enough")
-    every = Predictor(model, runtime="onnxruntime", int8=True, precision="fp32", export_dir=str(folder))
+def test_int8_of_chosen_graphs_leaves_the_others_in_fp32(int8_everywhere):
+    model, folder, every = int8_everywhere
     visual = Predictor(
         model, runtime="onnxruntime", int8=True, int8_graphs=("visual",), precision="fp32", export_dir=str(folder)
     )
